@@ -1,0 +1,400 @@
+"""ELECTRA encoder, MLM generator and replaced-token-detection discriminator.
+
+The module tree mirrors transformers' `ElectraForMaskedLM` / `ElectraForPreTraining` so that `state_dict()` keys are
+exactly transformers' keys: our `save_pretrained` folders load in transformers and theirs load here (DESIGN.md,
+"transformers compatibility contract"). Attention goes through `F.scaled_dot_product_attention`; an eager path is
+kept for parity checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+@dataclass
+class ElectraConfig:
+    """Model hyperparameters under transformers' `ElectraConfig` field names (written as config.json)."""
+
+    vocab_size: int = 30522
+    embedding_size: int = 128
+    hidden_size: int = 256
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 4
+    intermediate_size: int = 1024
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "embedding_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "intermediate_size", "max_position_embeddings", "type_vocab_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ElectraConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"ElectraConfig.hidden_size={self.hidden_size} is not divisible by "
+                             f"num_attention_heads={self.num_attention_heads}")
+        if self.hidden_act not in ACTIVATIONS:
+            raise ValueError(f"ElectraConfig.hidden_act={self.hidden_act!r} is not one of {sorted(ACTIVATIONS)}")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"ElectraConfig.{name} must be in [0, 1), got {getattr(self, name)}")
+
+    def to_dict(self, architecture: str) -> dict:
+        return {**dataclasses.asdict(self), "model_type": "electra", "architectures": [architecture]}
+
+    def save(self, directory: str | Path, architecture: str) -> None:
+        path = Path(directory) / CONFIG_NAME
+        path.write_text(json.dumps(self.to_dict(architecture), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, directory: str | Path) -> ElectraConfig:
+        """Read config.json; fields transformers adds that do not shape the weights (summary_*, ...) are ignored."""
+        path = Path(directory) / CONFIG_NAME
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no config.json (is this an exported model folder?)")
+        raw = json.loads(path.read_text())
+        if raw.get("model_type", "electra") != "electra":
+            raise ValueError(f"{path}: model_type={raw['model_type']!r}, expected 'electra'")
+        if raw.get("position_embedding_type", "absolute") != "absolute":
+            raise ValueError(f"{path}: position_embedding_type={raw['position_embedding_type']!r} is not supported")
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in names})
+
+
+# Sizes of google-research/electra configure_pretraining.py; `tiny` is ours, for tests and the CPU demo.
+PRESETS: dict[str, dict] = {
+    "tiny": dict(embedding_size=64, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
+                 intermediate_size=512, max_position_embeddings=128),
+    "small": dict(embedding_size=128, hidden_size=256, num_hidden_layers=12, num_attention_heads=4,
+                  intermediate_size=1024),
+    "base": dict(embedding_size=768, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                 intermediate_size=3072),
+    "large": dict(embedding_size=1024, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                  intermediate_size=4096),
+}
+
+
+def preset_config(name: str, **overrides) -> ElectraConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
+    return ElectraConfig(**{**PRESETS[name], **overrides})
+
+
+def generator_config(discriminator: ElectraConfig, hidden_fraction: float) -> ElectraConfig:
+    """The generator as GR's get_generator_config builds it: same depth and embeddings, a fraction of the width."""
+    if not 0.0 < hidden_fraction <= 1.0:
+        raise ValueError(f"generator hidden fraction must be in (0, 1], got {hidden_fraction}")
+    hidden = max(1, round(discriminator.hidden_size * hidden_fraction))
+    return dataclasses.replace(discriminator, hidden_size=hidden, intermediate_size=4 * hidden,
+                               num_attention_heads=max(1, hidden // 64))
+
+
+ACTIVATIONS = {"gelu": lambda x: F.gelu(x), "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+               "relu": F.relu, "silu": F.silu}
+
+
+class ElectraEmbeddings(nn.Module):
+    """Word + position + token-type embeddings (width E), then LayerNorm and dropout."""
+
+    def __init__(self, config: ElectraConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.embedding_size)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.embedding_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.embedding_size)
+        self.LayerNorm = nn.LayerNorm(config.embedding_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def tables(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(word, position, token-type) tables; an override point for gradient-disentangled sharing."""
+        return self.word_embeddings.weight, self.position_embeddings.weight, self.token_type_embeddings.weight
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
+        word, position, token_type = self.tables()
+        seq_len = input_ids.shape[1]
+        if seq_len > position.shape[0]:
+            raise ValueError(f"sequence length {seq_len} exceeds max_position_embeddings={position.shape[0]}")
+        x = F.embedding(input_ids, word) + position[:seq_len]  # (B, L, E)
+        x = x + (token_type[0] if token_type_ids is None else F.embedding(token_type_ids, token_type))
+        return self.dropout(self.LayerNorm(x))
+
+
+class ElectraSelfAttention(nn.Module):
+    def __init__(self, config: ElectraConfig, attn_implementation: str):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout_p = config.attention_probs_dropout_prob
+        self.attn_implementation = attn_implementation
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+        """x: (B, L, H); key_mask: (B, 1, 1, L) bool, True where a key may be attended to."""
+        b, l, _ = x.shape
+        q, k, v = (proj(x).view(b, l, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, L, d)
+                   for proj in (self.query, self.key, self.value))
+        dropout_p = self.dropout_p if self.training else 0.0
+        if self.attn_implementation == "sdpa":
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=dropout_p)
+        else:
+            scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)  # (B, nh, L, L)
+            if key_mask is not None:
+                scores = scores.masked_fill(~key_mask, torch.finfo(scores.dtype).min)
+            out = F.dropout(scores.softmax(-1), dropout_p, self.training) @ v
+        return out.transpose(1, 2).reshape(b, l, -1)
+
+
+class ElectraResidualOutput(nn.Module):
+    """dense -> dropout -> LayerNorm(x + residual); transformers' ElectraSelfOutput and ElectraOutput."""
+
+    def __init__(self, config: ElectraConfig, in_features: int):
+        super().__init__()
+        self.dense = nn.Linear(in_features, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
+
+
+class ElectraAttention(nn.Module):
+    def __init__(self, config: ElectraConfig, attn_implementation: str):
+        super().__init__()
+        self.self = ElectraSelfAttention(config, attn_implementation)
+        self.output = ElectraResidualOutput(config, config.hidden_size)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+        return self.output(self.self(x, key_mask), x)
+
+
+class ElectraIntermediate(nn.Module):
+    def __init__(self, config: ElectraConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.act = ACTIVATIONS[config.hidden_act]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.dense(x))
+
+
+class ElectraLayer(nn.Module):
+    def __init__(self, config: ElectraConfig, attn_implementation: str):
+        super().__init__()
+        self.attention = ElectraAttention(config, attn_implementation)
+        self.intermediate = ElectraIntermediate(config)
+        self.output = ElectraResidualOutput(config, config.intermediate_size)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+        x = self.attention(x, key_mask)
+        return self.output(self.intermediate(x), x)
+
+
+class ElectraEncoder(nn.Module):
+    def __init__(self, config: ElectraConfig, attn_implementation: str):
+        super().__init__()
+        self.layer = nn.ModuleList(ElectraLayer(config, attn_implementation) for _ in range(config.num_hidden_layers))
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+        for layer in self.layer:
+            x = layer(x, key_mask)
+        return x
+
+
+class ElectraModel(nn.Module):
+    """Embeddings (E) -> optional projection to H -> transformer layers; returns hidden states (B, L, H)."""
+
+    def __init__(self, config: ElectraConfig, attn_implementation: str = "sdpa"):
+        super().__init__()
+        if attn_implementation not in ("sdpa", "eager"):
+            raise ValueError(f"attn_implementation must be 'sdpa' or 'eager', got {attn_implementation!r}")
+        self.embeddings = ElectraEmbeddings(config)
+        if config.embedding_size != config.hidden_size:
+            self.embeddings_project = nn.Linear(config.embedding_size, config.hidden_size)
+        self.encoder = ElectraEncoder(config, attn_implementation)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.embeddings(input_ids, token_type_ids)
+        if hasattr(self, "embeddings_project"):
+            x = self.embeddings_project(x)
+        key_mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]  # (B, 1, 1, L)
+        return self.encoder(x, key_mask)
+
+
+class ElectraPreTrainedBase(nn.Module):
+    """Weight init (GR: truncated normal, std 0.02) and the transformers folder format shared by both models."""
+
+    architecture: str
+
+    def __init__(self, config: ElectraConfig, attn_implementation: str = "sdpa"):
+        super().__init__()
+        self.config = config
+        self.electra = ElectraModel(config, attn_implementation)
+
+    def init_weights(self) -> None:
+        std = self.config.initializer_range
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.trunc_normal_(module.weight, std=std, a=-2 * std, b=2 * std)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+            if isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def export_state_dict(self) -> dict[str, torch.Tensor]:
+        """Weights under transformers' key names, with shared tables materialised into this model's own copy."""
+        state = {k: v.detach() for k, v in self.state_dict().items()}
+        word, position, token_type = (t.detach() for t in self.electra.embeddings.tables())
+        state = {k: v for k, v in state.items() if not k.startswith("electra.embeddings.")}
+        state["electra.embeddings.word_embeddings.weight"] = word
+        state["electra.embeddings.position_embeddings.weight"] = position
+        state["electra.embeddings.token_type_embeddings.weight"] = token_type
+        layer_norm = self.electra.embeddings.LayerNorm
+        state["electra.embeddings.LayerNorm.weight"] = layer_norm.weight.detach()
+        state["electra.embeddings.LayerNorm.bias"] = layer_norm.bias.detach()
+        return state
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.config.save(directory, self.architecture)
+        tensors = {k: v.float().contiguous().cpu().clone() for k, v in self.export_state_dict().items()}
+        save_file(tensors, directory / WEIGHTS_NAME, metadata={"format": "pt"})
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, attn_implementation: str = "sdpa"):
+        directory = Path(directory)
+        config = ElectraConfig.load(directory)
+        weights = directory / WEIGHTS_NAME
+        if not weights.is_file():
+            raise FileNotFoundError(f"{weights}: no model.safetensors (only safetensors weights are loaded)")
+        model = cls(config, attn_implementation)
+        model.load_weights(load_file(weights), source=str(weights))
+        return model
+
+    def load_weights(self, state: dict[str, torch.Tensor], source: str) -> None:
+        """Load transformers-named weights strictly: missing, unexpected or misshaped keys raise, naming them."""
+        state = self._drop_tied_keys(dict(state), source)
+        expected = self.state_dict()
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise ValueError(f"{source}: weights do not match {type(self).__name__}"
+                             f"{f'; missing keys: {missing}' if missing else ''}"
+                             f"{f'; unexpected keys: {unexpected}' if unexpected else ''}")
+        misshaped = [f"{k}: checkpoint {tuple(v.shape)} vs config {tuple(expected[k].shape)}"
+                     for k, v in state.items() if v.shape != expected[k].shape]
+        if misshaped:
+            raise ValueError(f"{source}: weights do not match config.json ({'; '.join(misshaped)})")
+        self.load_state_dict(state, strict=True)
+
+    def _drop_tied_keys(self, state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+        return state
+
+
+class ElectraDiscriminatorPredictions(nn.Module):
+    def __init__(self, config: ElectraConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.act = ACTIVATIONS[config.hidden_act]
+        self.dense_prediction = nn.Linear(config.hidden_size, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dense_prediction(self.act(self.dense(x))).squeeze(-1)
+
+
+class ElectraDiscriminator(ElectraPreTrainedBase):
+    """Replaced-token detector; loads as transformers' ElectraForPreTraining."""
+
+    architecture = "ElectraForPreTraining"
+
+    def __init__(self, config: ElectraConfig, attn_implementation: str = "sdpa"):
+        super().__init__(config, attn_implementation)
+        self.discriminator_predictions = ElectraDiscriminatorPredictions(config)
+        self.init_weights()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Returns replaced-token logits (B, L)."""
+        return self.discriminator_predictions(self.electra(input_ids, attention_mask, token_type_ids))
+
+
+class ElectraGeneratorPredictions(nn.Module):
+    """H -> E, GELU (hard-coded in transformers whatever hidden_act says), LayerNorm(E)."""
+
+    def __init__(self, config: ElectraConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.embedding_size)
+        self.LayerNorm = nn.LayerNorm(config.embedding_size, eps=config.layer_norm_eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(F.gelu(self.dense(x)))
+
+
+class TiedLMHead(nn.Module):
+    """Output layer whose weight *is* the word-embedding table, looked up at call time so it can never come untied.
+
+    Only the bias is a parameter here (key `generator_lm_head.bias`); transformers ties `generator_lm_head.weight`.
+    """
+
+    def __init__(self, vocab_size: int):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(vocab_size))
+
+    def forward(self, x: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, word_embeddings, self.bias)
+
+
+class ElectraGenerator(ElectraPreTrainedBase):
+    """Small masked-language model; loads as transformers' ElectraForMaskedLM."""
+
+    architecture = "ElectraForMaskedLM"
+
+    def __init__(self, config: ElectraConfig, attn_implementation: str = "sdpa"):
+        super().__init__(config, attn_implementation)
+        self.generator_predictions = ElectraGeneratorPredictions(config)
+        self.generator_lm_head = TiedLMHead(config.vocab_size)
+        self.init_weights()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Vocabulary logits: (B, L, V) for every token, or only at `positions`:
+
+        a bool mask (B, L) gives (N, V) for its N true entries; an index tensor (B, P) gives (B, P, V) without a
+        host sync (the training path uses this, so no (B, L, V) tensor is ever built).
+        """
+        hidden = self.electra(input_ids, attention_mask, token_type_ids)  # (B, L, H)
+        if positions is not None and positions.dtype == torch.bool:
+            hidden = hidden[positions]  # (N, H)
+        elif positions is not None:
+            hidden = hidden.gather(1, positions[..., None].expand(-1, -1, hidden.shape[-1]))  # (B, P, H)
+        word_embeddings = self.electra.embeddings.tables()[0]
+        return self.generator_lm_head(self.generator_predictions(hidden), word_embeddings)
+
+    def _drop_tied_keys(self, state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+        # Checkpoints saved by older transformers (and google's released ones) repeat the tied output weight.
+        head = state.pop("generator_lm_head.weight", None)
+        embeddings = state.get("electra.embeddings.word_embeddings.weight")
+        if head is not None and embeddings is not None and not torch.equal(head, embeddings):
+            raise ValueError(f"{source}: generator_lm_head.weight differs from the word embeddings; "
+                             "untied generator output layers are not supported")
+        return state
