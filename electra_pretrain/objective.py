@@ -14,9 +14,12 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from tokenizers import Tokenizer
 from torch import nn
 
+from electra_pretrain.config import ModelConfig
 from electra_pretrain.modeling import ElectraDiscriminator, ElectraEmbeddings, ElectraGenerator
+from electra_pretrain.tokenizer import special_token_ids
 
 EmbeddingSharing = Literal["tied", "gdes", "none"]
 
@@ -196,3 +199,17 @@ class Electra(nn.Module):
             "masked_tokens": num_masked,
             "tokens": tokens.sum().float(),  # non-pad tokens in the batch
         }
+
+
+def build_electra(config: ModelConfig, tokenizer: Tokenizer) -> Electra:
+    """The joint module for a model config and a tokenizer (vocabulary size and special tokens by name)."""
+    specials = special_token_ids(tokenizer)
+    vocab_size = tokenizer.get_vocab_size()
+    generator = ElectraGenerator(config.generator(vocab_size, specials["pad"]), config.attn_implementation)
+    discriminator = ElectraDiscriminator(config.discriminator(vocab_size, specials["pad"]),
+                                         config.attn_implementation)
+    return Electra(generator, discriminator, mask_token_id=specials["mask"],
+                   special_token_ids=[specials[name] for name in ("pad", "cls", "sep", "mask")],
+                   embedding_sharing=config.embedding_sharing, mask_prob=config.mask_prob,
+                   mask_token_share=config.mask_token_share, random_token_share=config.random_token_share,
+                   temperature=config.temperature, gen_weight=config.gen_weight, disc_weight=config.disc_weight)

@@ -1,0 +1,195 @@
+"""Typed training configuration: dataclass schemas registered with Hydra's ConfigStore, validated once.
+
+The YAML tree in configs/ only fills these schemas, so a mistyped key or a value of the wrong type fails at
+compose time, and `__post_init__` checks values before anything heavy is built. Each component gets its own
+sub-config. Derived sizes (gradient accumulation, generator width) are computed here and printed at start-up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from hydra.core.config_store import ConfigStore
+
+from electra_pretrain.modeling import PRESETS, ElectraConfig, generator_config, preset_config
+from electra_pretrain.sources import SourceSpec
+
+
+@dataclass
+class ModelConfig:
+    """Architecture (a preset from google-research/electra) and the RTD objective."""
+
+    preset: str = "tiny"  # tiny | small | base | large
+    generator_hidden_fraction: float = 0.25  # generator width / discriminator width (GR: small 0.25, base 1/3)
+    embedding_sharing: str = "tied"  # tied | gdes (DeBERTa-v3) | none
+    attn_implementation: str = "sdpa"  # sdpa | eager
+    max_position_embeddings: int = 512
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    mask_prob: float = 0.15  # GR: 0.15 for small and base, 0.25 for large
+    mask_token_share: float = 0.85  # of masked tokens, replaced by [MASK]; the rest are kept or random
+    random_token_share: float = 0.0
+    temperature: float = 1.0  # generator sampling temperature
+    gen_weight: float = 1.0
+    disc_weight: float = 50.0
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(f"model.preset={self.preset!r}; choose one of {sorted(PRESETS)}")
+        if self.embedding_sharing not in ("tied", "gdes", "none"):
+            raise ValueError(f"model.embedding_sharing={self.embedding_sharing!r}; choose tied, gdes or none")
+        if self.attn_implementation not in ("sdpa", "eager"):
+            raise ValueError(f"model.attn_implementation={self.attn_implementation!r}; choose sdpa or eager")
+        if not 0.0 < self.generator_hidden_fraction <= 1.0:
+            raise ValueError(f"model.generator_hidden_fraction must be in (0, 1], got {self.generator_hidden_fraction}")
+        if not 0.0 < self.mask_prob < 1.0:
+            raise ValueError(f"model.mask_prob must be in (0, 1), got {self.mask_prob}")
+        if self.mask_token_share + self.random_token_share > 1.0:
+            raise ValueError("model.mask_token_share + model.random_token_share must be <= 1")
+        if self.temperature <= 0:
+            raise ValueError(f"model.temperature must be > 0, got {self.temperature}")
+
+    def discriminator(self, vocab_size: int, pad_token_id: int) -> ElectraConfig:
+        return preset_config(self.preset, vocab_size=vocab_size, pad_token_id=pad_token_id,
+                             max_position_embeddings=self.max_position_embeddings,
+                             hidden_dropout_prob=self.hidden_dropout_prob,
+                             attention_probs_dropout_prob=self.attention_probs_dropout_prob)
+
+    def generator(self, vocab_size: int, pad_token_id: int) -> ElectraConfig:
+        return generator_config(self.discriminator(vocab_size, pad_token_id), self.generator_hidden_fraction)
+
+
+@dataclass
+class DataConfig:
+    """Where text comes from and how examples are built. `files` is shorthand for a single source."""
+
+    files: list[str] = field(default_factory=list)  # files, globs or directories
+    hub: Optional[str] = None  # a hub dataset name instead of files (needs network)
+    hub_config: Optional[str] = None
+    split: str = "train"
+    format: str = "auto"  # auto | text | json | parquet | csv
+    text_field: str = "text"
+    document_boundary: str = "blank_line"  # text files: blank_line (original format) | line (a document per line)
+    sources: list[SourceSpec] = field(default_factory=list)  # a weighted mixture, instead of files / hub
+    max_seq_length: int = 128
+    shuffle_buffer: int = 1000  # examples
+    num_workers: int = 0  # > 0 parallelises reading but the stream position is then not checkpointed
+
+    def __post_init__(self) -> None:
+        if self.max_seq_length < 8:
+            raise ValueError(f"data.max_seq_length must be >= 8, got {self.max_seq_length}")
+        if self.num_workers < 0 or self.shuffle_buffer < 0:
+            raise ValueError("data.num_workers and data.shuffle_buffer must be >= 0")
+        if self.sources and (self.files or self.hub):
+            raise ValueError("data: give either data.sources or data.files / data.hub, not both")
+        # OmegaConf hands list entries over as dataclass instances already; validate each once more.
+        self.sources = [s if isinstance(s, SourceSpec) else SourceSpec(**s) for s in self.sources]
+
+    def source_specs(self) -> list[SourceSpec]:
+        if self.sources:
+            return self.sources
+        if not (self.files or self.hub):
+            raise ValueError("data: no input; set data.files='[path/*.txt]' (or data.hub, or data.sources)")
+        return [SourceSpec(files=list(self.files), hub=self.hub, hub_config=self.hub_config, split=self.split,
+                           format=self.format, text_field=self.text_field,
+                           document_boundary=self.document_boundary)]
+
+
+@dataclass
+class TokenizerConfig:
+    path: Optional[str] = None  # an existing tokenizer folder or vocab.txt; else one is trained on the data
+    vocab_size: int = 30522
+    lowercase: bool = True
+    train_documents: Optional[int] = None  # cap on documents read to train it (None: one pass over the data)
+
+    def __post_init__(self) -> None:
+        if self.vocab_size < 8:
+            raise ValueError(f"tokenizer.vocab_size must be >= 8, got {self.vocab_size}")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with the multiplicative warmup x linear decay of GR optimization.py."""
+
+    lr: float = 5e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-6
+    weight_decay: float = 0.01  # not applied to LayerNorm weights and biases
+    warmup_steps: int = 10_000
+    max_grad_norm: float = 1.0
+    implementation: str = "auto"  # auto (fused on GPU, foreach on CPU) | fused | foreach | plain
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.eps <= 0 or self.weight_decay < 0 or self.warmup_steps < 0:
+            raise ValueError("optim: lr and eps must be > 0, weight_decay and warmup_steps >= 0")
+        if self.implementation not in ("auto", "fused", "foreach", "plain"):
+            raise ValueError(f"optim.implementation={self.implementation!r}; choose auto, fused, foreach or plain")
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = 1_000_000
+    global_batch_size: int = 128  # sequences per optimizer step, over all processes
+    micro_batch_size: Optional[int] = None  # per process and forward pass; None: global / processes
+    mixed_precision: str = "no"  # no | fp16 | bf16
+    compile: bool = False  # torch.compile the joint module
+    save_every: int = 1000  # optimizer steps; a checkpoint is also written at the end
+    keep_last: int = 3  # resume checkpoints kept
+    log_every: int = 10
+    max_fp16_skips_in_a_row: int = 20  # overflow skips tolerated before the run stops
+    allow_config_change: bool = False  # resume an output_dir whose run had another config
+    export: bool = True  # write export/discriminator and export/generator at the end
+
+    def __post_init__(self) -> None:
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise ValueError(f"trainer.mixed_precision={self.mixed_precision!r}; choose no, fp16 or bf16")
+        for name in ("max_steps", "global_batch_size", "save_every", "keep_last", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"trainer.{name} must be >= 1, got {getattr(self, name)}")
+        if self.micro_batch_size is not None and self.micro_batch_size < 1:
+            raise ValueError(f"trainer.micro_batch_size must be >= 1, got {self.micro_batch_size}")
+
+    def accumulation_steps(self, num_processes: int) -> int:
+        micro = self.micro_batch_size or self.global_batch_size // num_processes
+        if micro < 1 or self.global_batch_size % (micro * num_processes):
+            raise ValueError(f"trainer.global_batch_size={self.global_batch_size} is not a multiple of "
+                             f"trainer.micro_batch_size={micro} x {num_processes} processes")
+        return self.global_batch_size // (micro * num_processes)
+
+    def micro_batch(self, num_processes: int) -> int:
+        return self.global_batch_size // (num_processes * self.accumulation_steps(num_processes))
+
+
+@dataclass
+class LoggingConfig:
+    backend: str = "wandb"  # wandb | none (metrics.jsonl is always written)
+    project: str = "electra-pretrain"
+    run_name: Optional[str] = None
+    mode: str = "offline"  # offline | online | disabled (wandb)
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("wandb", "none"):
+            raise ValueError(f"logging.backend={self.backend!r}; choose wandb or none")
+        if self.mode not in ("offline", "online", "disabled"):
+            raise ValueError(f"logging.mode={self.mode!r}; choose offline, online or disabled")
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    output_dir: str = "runs/electra"
+    seed: int = 0
+
+
+def register_configs() -> None:
+    store = ConfigStore.instance()
+    store.store(name="train_schema", node=TrainConfig)
+    for group, node in (("model", ModelConfig), ("data", DataConfig), ("optim", OptimConfig),
+                        ("trainer", TrainerConfig), ("logging", LoggingConfig)):
+        store.store(group=group, name=f"{group}_schema", node=node)

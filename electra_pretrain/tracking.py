@@ -1,0 +1,81 @@
+"""Metrics out of the loop: wandb (or nothing), always metrics.jsonl, and model FLOPs per token for MFU.
+
+Only the main process holds a real tracker; the others get the same object with nothing to write to, so the
+training loop never asks which rank it is on.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+
+from electra_pretrain.config import LoggingConfig
+from electra_pretrain.modeling import ElectraConfig
+
+
+class Tracker:
+    def __init__(self, config: LoggingConfig, output_dir: Path, run_config: dict, enabled: bool):
+        self.enabled = enabled
+        self.run = None
+        self.jsonl = None
+        if not enabled:
+            return
+        output_dir.mkdir(parents=True, exist_ok=True)
+        self.jsonl = open(output_dir / "metrics.jsonl", "a", buffering=1)
+        if config.backend == "wandb" and config.mode != "disabled":
+            import wandb
+
+            # A stable id per output_dir, so a resumed run continues the same wandb run. No key is written here:
+            # online mode uses the user's own `wandb login`.
+            id_file = output_dir / "wandb_run_id"
+            if not id_file.exists():
+                id_file.write_text(uuid.uuid4().hex[:12])
+            self.run = wandb.init(project=config.project, name=config.run_name, dir=str(output_dir),
+                                  mode=config.mode, config=run_config, id=id_file.read_text().strip(),
+                                  resume="allow")
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        self.jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
+        if self.run is not None:
+            self.run.log(metrics, step=step)
+
+    def finish(self) -> None:
+        if self.jsonl is not None:
+            self.jsonl.close()
+        if self.run is not None:
+            self.run.finish()
+
+
+def encoder_forward_flops(config: ElectraConfig, seq_len: int) -> float:
+    """Matmul FLOPs per token of one encoder forward (2 per multiply-add), attention scores included."""
+    h, i = config.hidden_size, config.intermediate_size
+    per_layer = 2 * (4 * h * h + 2 * h * i) + 2 * 2 * seq_len * h  # QKV + output, FFN; QK^T and AV
+    project = 2 * config.embedding_size * h if config.embedding_size != h else 0
+    return config.num_hidden_layers * per_layer + project
+
+
+def electra_train_flops_per_token(generator: ElectraConfig, discriminator: ElectraConfig, seq_len: int,
+                                  predictions_per_seq: int) -> float:
+    """Training FLOPs per token (3 x forward): both encoders, the RTD head on every token, the MLM head only at
+    the masked positions (predictions_per_seq of seq_len). ELECTRA-Small at 128: about 70 MFLOP."""
+    disc = encoder_forward_flops(discriminator, seq_len) + 2 * discriminator.hidden_size ** 2
+    mlm_head = 2 * (generator.hidden_size * generator.embedding_size + generator.embedding_size * generator.vocab_size)
+    gen = encoder_forward_flops(generator, seq_len) + mlm_head * predictions_per_seq / seq_len
+    return 3 * (disc + gen)
+
+
+class Throughput:
+    """Tokens per second between calls to `rate` (wall clock; the caller syncs the device first)."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+
+    def rate(self, tokens: float) -> float:
+        now = time.perf_counter()
+        rate = tokens / max(now - self.start, 1e-9)
+        self.start = now
+        return rate
