@@ -40,7 +40,8 @@ STATE_FILE = "trainer_state.json"
 
 
 class CheckpointMismatch(ValueError):
-    """A readable checkpoint that this run cannot continue (another process count); never skipped silently."""
+    """Checkpoints this run cannot continue from (another process count or tokenizer, none readable); never
+    skipped silently."""
 
 
 def rng_state() -> dict:
@@ -118,9 +119,10 @@ def load_checkpoint(accelerator: Accelerator, checkpoint: Path, model: torch.nn.
     if state["num_processes"] != accelerator.num_processes:
         raise CheckpointMismatch(f"{checkpoint}: saved by {state['num_processes']} processes, resuming with "
                          f"{accelerator.num_processes}; the data position cannot be carried over")
-    device = accelerator.device
+    device = accelerator.device if accelerator.device.type != "cpu" else "cpu"  # torch.load refuses "cpu:0"
+    # Read to CPU; load_state_dict copies into the parameters wherever they live.
     missing, unexpected = load_model(accelerator.unwrap_model(model), str(checkpoint / "model.safetensors"),
-                                     strict=True, device=str(device))
+                                     strict=True)
     assert not missing and not unexpected, (missing, unexpected)
     optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", map_location=device, weights_only=True))
     scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", weights_only=True))
@@ -148,7 +150,8 @@ def resume_latest(accelerator: Accelerator, checkpoints_dir: Path, model, optimi
             accelerator.print(f"WARNING: {checkpoint} is unreadable ({type(error).__name__}: {error}); "
                               "trying the previous checkpoint")
     if checkpoints:
-        raise RuntimeError(f"{checkpoints_dir}: no checkpoint could be read; move the folder aside to start afresh")
+        raise CheckpointMismatch(f"{checkpoints_dir}: no checkpoint could be read; move the folder aside to start "
+                                 "afresh")
     return None
 
 

@@ -152,6 +152,9 @@ class Collator:
 
 def make_dataloader(stream: ExampleStream, batch_size: int, pad_token_id: int,
                     num_workers: int = 0) -> torch.utils.data.DataLoader:
+    # A private generator: starting an iterator draws a seed from it, which must not advance the global RNG that a
+    # resumed run restores (dropout and masking would then differ from an uninterrupted run).
     return torch.utils.data.DataLoader(stream, batch_size=batch_size, num_workers=num_workers,
                                        collate_fn=Collator(stream.config.max_seq_length, pad_token_id),
-                                       persistent_workers=num_workers > 0)
+                                       persistent_workers=num_workers > 0,
+                                       generator=torch.Generator().manual_seed(stream.config.seed))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import hydra
 import torch
-from accelerate import Accelerator, PartialState
+from accelerate import Accelerator
 from accelerate.utils import set_seed
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
@@ -94,11 +94,11 @@ class RunState:
 
 
 def run(config: TrainConfig, config_yaml: str) -> Path:
-    state = PartialState()
-    accumulation = config.trainer.accumulation_steps(state.num_processes)
-    micro_batch = config.trainer.micro_batch(state.num_processes)
+    # Accelerator reads the launcher's environment (ACCELERATE_USE_CPU, torchrun's ranks, the accelerate config).
     accelerator = Accelerator(mixed_precision=config.trainer.mixed_precision,
                               dynamo_backend="inductor" if config.trainer.compile else "no")
+    accumulation = config.trainer.accumulation_steps(accelerator.num_processes)
+    micro_batch = config.trainer.micro_batch(accelerator.num_processes)
     output_dir = Path(config.output_dir)
     check_config_unchanged(output_dir, config_yaml, config.trainer.allow_config_change)
     if accelerator.is_main_process:
