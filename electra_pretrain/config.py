@@ -8,7 +8,6 @@ sub-config. Derived sizes (gradient accumulation, generator width) are computed 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 from hydra.core.config_store import ConfigStore
 
@@ -65,8 +64,8 @@ class DataConfig:
     """Where text comes from and how examples are built. `files` is shorthand for a single source."""
 
     files: list[str] = field(default_factory=list)  # files, globs or directories
-    hub: Optional[str] = None  # a hub dataset name instead of files (needs network)
-    hub_config: Optional[str] = None
+    hub: str | None = None  # a hub dataset name instead of files (needs network)
+    hub_config: str | None = None
     split: str = "train"
     format: str = "auto"  # auto | text | json | parquet | csv
     text_field: str = "text"
@@ -98,10 +97,10 @@ class DataConfig:
 
 @dataclass
 class TokenizerConfig:
-    path: Optional[str] = None  # an existing tokenizer folder or vocab.txt; else one is trained on the data
+    path: str | None = None  # an existing tokenizer folder or vocab.txt; else one is trained on the data
     vocab_size: int = 30522
     lowercase: bool = True
-    train_documents: Optional[int] = None  # cap on documents read to train it (None: one pass over the data)
+    train_documents: int | None = None  # cap on documents read to train it (None: one pass over the data)
 
     def __post_init__(self) -> None:
         if self.vocab_size < 8:
@@ -131,7 +130,7 @@ class OptimConfig:
 class TrainerConfig:
     max_steps: int = 1_000_000
     global_batch_size: int = 128  # sequences per optimizer step, over all processes
-    micro_batch_size: Optional[int] = None  # per process and forward pass; None: global / processes
+    micro_batch_size: int | None = None  # per process and forward pass; None: global / processes
     mixed_precision: str = "no"  # no | fp16 | bf16
     compile: bool = False  # torch.compile the joint module
     save_every: int = 1000  # optimizer steps; a checkpoint is also written at the end
@@ -165,7 +164,7 @@ class TrainerConfig:
 class LoggingConfig:
     backend: str = "wandb"  # wandb | none (metrics.jsonl is always written)
     project: str = "electra-pretrain"
-    run_name: Optional[str] = None
+    run_name: str | None = None
     mode: str = "offline"  # offline | online | disabled (wandb)
 
     def __post_init__(self) -> None:

@@ -148,8 +148,8 @@ class ElectraSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
         """x: (B, L, H); key_mask: (B, 1, 1, L) bool, True where a key may be attended to."""
-        b, l, _ = x.shape
-        q, k, v = (proj(x).view(b, l, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, L, d)
+        batch, length, _ = x.shape
+        q, k, v = (proj(x).view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, L, d)
                    for proj in (self.query, self.key, self.value))
         dropout_p = self.dropout_p if self.training else 0.0
         if self.attn_implementation == "sdpa":
@@ -159,7 +159,7 @@ class ElectraSelfAttention(nn.Module):
             if key_mask is not None:
                 scores = scores.masked_fill(~key_mask, torch.finfo(scores.dtype).min)
             out = F.dropout(scores.softmax(-1), dropout_p, self.training) @ v
-        return out.transpose(1, 2).reshape(b, l, -1)
+        return out.transpose(1, 2).reshape(batch, length, -1)
 
 
 class ElectraResidualOutput(nn.Module):

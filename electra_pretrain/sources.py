@@ -22,7 +22,6 @@ import random
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Optional
 from pathlib import Path
 
 import datasets
@@ -45,8 +44,8 @@ class SourceSpec:
     """One source of documents (the `data.sources` entries of the Hydra config)."""
 
     files: list[str] = field(default_factory=list)  # files, globs or directories (local sources)
-    hub: Optional[str] = None  # a hub dataset name instead of files
-    hub_config: Optional[str] = None
+    hub: str | None = None  # a hub dataset name instead of files
+    hub_config: str | None = None
     split: str = "train"
     format: str = "auto"  # auto (by suffix) | text | json | parquet | csv
     text_field: str = "text"  # the column holding the text (json, parquet, csv, hub)
@@ -158,7 +157,7 @@ def _documents_of_field(batch: dict, text_field: str, source: str) -> dict:
     return {"text": texts}
 
 
-def source_documents(spec: SourceSpec, shuffle_seed: Optional[int] = None) -> datasets.IterableDataset:
+def source_documents(spec: SourceSpec, shuffle_seed: int | None = None) -> datasets.IterableDataset:
     """A streaming dataset of `{"text": document}` rows for one source; files in a seeded order if a seed is given."""
     if spec.hub:
         source = f"hub dataset {spec.hub!r}"

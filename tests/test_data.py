@@ -13,7 +13,6 @@ import datasets
 import pytest
 import torch
 
-from electra_pretrain import sources
 from electra_pretrain.data import Collator, ExampleStream, StreamConfig, make_dataloader
 from electra_pretrain.examples import ExampleBuilder, sentence_units
 from electra_pretrain.sources import READ_STATS, SourceSpec, documents, resolve_files
