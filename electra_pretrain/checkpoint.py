@@ -121,9 +121,7 @@ def load_checkpoint(accelerator: Accelerator, checkpoint: Path, model: torch.nn.
                          f"{accelerator.num_processes}; the data position cannot be carried over")
     device = accelerator.device if accelerator.device.type != "cpu" else "cpu"  # torch.load refuses "cpu:0"
     # Read to CPU; load_state_dict copies into the parameters wherever they live.
-    missing, unexpected = load_model(accelerator.unwrap_model(model), str(checkpoint / "model.safetensors"),
-                                     strict=True)
-    assert not missing and not unexpected, (missing, unexpected)
+    load_model(accelerator.unwrap_model(model), str(checkpoint / "model.safetensors"), strict=True)
     optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", map_location=device, weights_only=True))
     scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", weights_only=True))
     if accelerator.scaler is not None:
