@@ -23,6 +23,7 @@ class ModelConfig:
     generator_hidden_fraction: float = 0.25  # generator width / discriminator width (GR: small 0.25, base 1/3)
     embedding_sharing: str = "tied"  # tied | gdes (DeBERTa-v3) | none
     attn_implementation: str = "sdpa"  # sdpa | eager
+    dropout_implementation: str = "auto"  # auto (packed on CPU, torch on GPU) | torch | packed (dropout.py)
     max_position_embeddings: int = 512
     hidden_dropout_prob: float = 0.1
     attention_probs_dropout_prob: float = 0.1
@@ -40,6 +41,9 @@ class ModelConfig:
             raise ValueError(f"model.embedding_sharing={self.embedding_sharing!r}; choose tied, gdes or none")
         if self.attn_implementation not in ("sdpa", "eager"):
             raise ValueError(f"model.attn_implementation={self.attn_implementation!r}; choose sdpa or eager")
+        if self.dropout_implementation not in ("auto", "torch", "packed"):
+            raise ValueError(f"model.dropout_implementation={self.dropout_implementation!r}; "
+                             "choose auto, torch or packed")
         if not 0.0 < self.generator_hidden_fraction <= 1.0:
             raise ValueError(f"model.generator_hidden_fraction must be in (0, 1], got {self.generator_hidden_fraction}")
         if not 0.0 < self.mask_prob < 1.0:
@@ -133,6 +137,7 @@ class TrainerConfig:
     micro_batch_size: int | None = None  # per process and forward pass; None: global / processes
     mixed_precision: str = "no"  # no | fp16 | bf16
     compile: bool = False  # torch.compile the joint module
+    keep_freed_memory: bool = True  # on CPU: glibc keeps freed blocks for the next step (allocator.py)
     save_every: int = 1000  # optimizer steps; a checkpoint is also written at the end
     keep_last: int = 3  # resume checkpoints kept
     log_every: int = 10

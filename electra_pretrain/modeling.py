@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from electra_pretrain.dropout import Dropout, uses_packed
+
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
@@ -119,7 +121,7 @@ class ElectraEmbeddings(nn.Module):
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.embedding_size)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.embedding_size)
         self.LayerNorm = nn.LayerNorm(config.embedding_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def tables(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(word, position, token-type) tables; an override point for gradient-disentangled sharing."""
@@ -143,7 +145,7 @@ class ElectraSelfAttention(nn.Module):
         self.query = nn.Linear(config.hidden_size, config.hidden_size)
         self.key = nn.Linear(config.hidden_size, config.hidden_size)
         self.value = nn.Linear(config.hidden_size, config.hidden_size)
-        self.dropout_p = config.attention_probs_dropout_prob
+        self.dropout = Dropout(config.attention_probs_dropout_prob)
         self.attn_implementation = attn_implementation
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
@@ -151,14 +153,17 @@ class ElectraSelfAttention(nn.Module):
         batch, length, _ = x.shape
         q, k, v = (proj(x).view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, L, d)
                    for proj in (self.query, self.key, self.value))
-        dropout_p = self.dropout_p if self.training else 0.0
-        if self.attn_implementation == "sdpa":
+        dropout_p = self.dropout.p if self.training else 0.0
+        packed_dropout = dropout_p > 0.0 and uses_packed(self.dropout.implementation, x.device)
+        if self.attn_implementation == "sdpa" and not packed_dropout:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=dropout_p)
         else:
+            # Eager; or SDPA's math path written out: with dropout, SDPA on CPU has no fused kernel and runs these
+            # same steps, drawing its mask with bernoulli_, so here the mask comes from the packed generator.
             scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)  # (B, nh, L, L)
             if key_mask is not None:
                 scores = scores.masked_fill(~key_mask, torch.finfo(scores.dtype).min)
-            out = F.dropout(scores.softmax(-1), dropout_p, self.training) @ v
+            out = self.dropout(scores.softmax(-1)) @ v
         return out.transpose(1, 2).reshape(batch, length, -1)
 
 
@@ -169,7 +174,7 @@ class ElectraResidualOutput(nn.Module):
         super().__init__()
         self.dense = nn.Linear(in_features, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         return self.LayerNorm(self.dropout(self.dense(x)) + residual)

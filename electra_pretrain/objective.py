@@ -18,6 +18,7 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from electra_pretrain.config import ModelConfig
+from electra_pretrain.dropout import set_dropout_implementation
 from electra_pretrain.modeling import ElectraDiscriminator, ElectraEmbeddings, ElectraGenerator
 from electra_pretrain.tokenizer import special_token_ids
 
@@ -164,13 +165,13 @@ class Electra(nn.Module):
                              max_predictions=max_predictions, mask_token_share=self.mask_token_share,
                              random_token_share=self.random_token_share)
 
-        gen_logits = self.generator(masked.input_ids, attention_mask, token_type_ids, positions=masked.positions)
+        gen_logits = self.generator_logits(masked, attention_mask, token_type_ids)  # (B, P, V)
         weights = masked.weights.float()  # (B, P)
         num_predictions = weights.sum().clamp(min=1.0)
         token_mlm = F.cross_entropy(gen_logits.float().flatten(0, 1), masked.labels.flatten(), reduction="none")
         mlm_loss = (token_mlm * weights.flatten()).sum() / num_predictions
 
-        sampled = gumbel_sample(gen_logits.detach(), self.temperature)  # (B, P), no gradient
+        sampled = self.sample_replacements(gen_logits.detach())  # (B, P), no gradient
         disc_input = input_ids.scatter(1, masked.positions, torch.where(masked.weights, sampled, masked.labels))
         is_replaced = disc_input != input_ids  # (B, L): a sample equal to the original is not a replacement
         disc_logits = self.discriminator(disc_input, attention_mask, token_type_ids)  # (B, L)
@@ -182,6 +183,14 @@ class Electra(nn.Module):
         loss = self.gen_weight * mlm_loss + self.disc_weight * rtd_loss
         metrics = self._metrics(gen_logits, masked, disc_logits, is_replaced, attention_mask.bool())
         return ElectraOutput(loss=loss, mlm_loss=mlm_loss, rtd_loss=rtd_loss, metrics=metrics)
+
+    def generator_logits(self, masked: MaskedBatch, attention_mask: torch.Tensor,
+                         token_type_ids: torch.Tensor | None) -> torch.Tensor:
+        """Vocabulary logits at the prediction slots only (B, P, V): no (B, L, V) tensor is built."""
+        return self.generator(masked.input_ids, attention_mask, token_type_ids, positions=masked.positions)
+
+    def sample_replacements(self, gen_logits: torch.Tensor) -> torch.Tensor:
+        return gumbel_sample(gen_logits, self.temperature)
 
     @torch.no_grad()
     def _metrics(self, gen_logits: torch.Tensor, masked: MaskedBatch, disc_logits: torch.Tensor,
@@ -208,8 +217,10 @@ def build_electra(config: ModelConfig, tokenizer: Tokenizer) -> Electra:
     generator = ElectraGenerator(config.generator(vocab_size, specials["pad"]), config.attn_implementation)
     discriminator = ElectraDiscriminator(config.discriminator(vocab_size, specials["pad"]),
                                          config.attn_implementation)
-    return Electra(generator, discriminator, mask_token_id=specials["mask"],
-                   special_token_ids=[specials[name] for name in ("pad", "cls", "sep", "mask")],
-                   embedding_sharing=config.embedding_sharing, mask_prob=config.mask_prob,
-                   mask_token_share=config.mask_token_share, random_token_share=config.random_token_share,
-                   temperature=config.temperature, gen_weight=config.gen_weight, disc_weight=config.disc_weight)
+    electra = Electra(generator, discriminator, mask_token_id=specials["mask"],
+                      special_token_ids=[specials[name] for name in ("pad", "cls", "sep", "mask")],
+                      embedding_sharing=config.embedding_sharing, mask_prob=config.mask_prob,
+                      mask_token_share=config.mask_token_share, random_token_share=config.random_token_share,
+                      temperature=config.temperature, gen_weight=config.gen_weight, disc_weight=config.disc_weight)
+    set_dropout_implementation(electra, config.dropout_implementation)
+    return electra

@@ -15,6 +15,7 @@ from accelerate.utils import set_seed
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from electra_pretrain.allocator import keep_freed_memory
 from electra_pretrain.checkpoint import export_models, resume_latest, save_checkpoint
 from electra_pretrain.config import TrainConfig, register_configs
 from electra_pretrain.data import ExampleStream, StreamConfig, make_dataloader
@@ -97,6 +98,9 @@ def run(config: TrainConfig, config_yaml: str) -> Path:
     # Accelerator reads the launcher's environment (ACCELERATE_USE_CPU, torchrun's ranks, the accelerate config).
     accelerator = Accelerator(mixed_precision=config.trainer.mixed_precision,
                               dynamo_backend="inductor" if config.trainer.compile else "no")
+    if accelerator.device.type == "cpu" and config.trainer.keep_freed_memory:
+        if not keep_freed_memory():
+            accelerator.print("trainer.keep_freed_memory: the C library is not glibc; allocator left as it is")
     accumulation = config.trainer.accumulation_steps(accelerator.num_processes)
     micro_batch = config.trainer.micro_batch(accelerator.num_processes)
     output_dir = Path(config.output_dir)

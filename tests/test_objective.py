@@ -106,6 +106,21 @@ def test_gumbel_sampling_follows_softmax_and_has_no_grad():
     assert (cold == 2).all()
 
 
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_gumbel_frequencies_pass_a_chi_square_test(temperature):
+    """(B, P, V) logits with a wide range and a never-possible entry; frequencies vs softmax(logits / T)."""
+    torch.manual_seed(0)
+    logits = torch.tensor([3.0, 2.5, 0.0, -1.0, -4.0, 1.0, -1e4, 2.0])
+    samples = gumbel_sample(logits.expand(50, 2000, 8), temperature)  # 100k draws
+    assert samples.shape == (50, 2000)
+    counts = torch.bincount(samples.flatten(), minlength=8).double()
+    assert counts[6] == 0
+    expected = torch.softmax(logits.double() / temperature, 0) * samples.numel()
+    keep = expected > 0
+    chi_square = ((counts[keep] - expected[keep]) ** 2 / expected[keep]).sum().item()
+    assert chi_square < 24.1  # the 0.9995 quantile of chi-square with 6 degrees of freedom
+
+
 def test_loss_is_weighted_sum_and_metrics_are_device_tensors():
     model = tiny_electra(gen_weight=1.0, disc_weight=50.0)
     ids, mask = random_batch(pad_from=20)
