@@ -13,9 +13,20 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import asdict, dataclass, replace
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+
+from electra_pretrain.allocator import keep_freed_memory
+from electra_pretrain.config import OptimConfig
+from electra_pretrain.dropout import set_dropout_implementation
+from electra_pretrain.modeling import ElectraDiscriminator, ElectraGenerator, generator_config, preset_config
+from electra_pretrain.objective import Electra, gumbel_sample, max_predictions_for
+from electra_pretrain.optim import build_optimizer, parameter_groups
+from electra_pretrain.tracking import electra_train_flops_per_token
+from electra_pretrain.train import train_step
 
 # Generator width per preset, as in configs/model/*.yaml.
 GENERATOR_FRACTION = {"tiny": 0.5, "small": 0.25, "base": 1 / 3, "large": 0.25}
@@ -44,8 +55,6 @@ class ReferenceElectra(torch.nn.Module):
     def __init__(self, preset: str, attn_implementation: str, mask_prob: float = 0.15):
         super().__init__()
         import transformers
-
-        from electra_pretrain.modeling import generator_config, preset_config
 
         disc = preset_config(preset)
         gen = generator_config(disc, GENERATOR_FRACTION[preset])
@@ -78,6 +87,43 @@ class ReferenceElectra(torch.nn.Module):
         return mlm_loss + 50.0 * rtd_loss
 
 
+@dataclass(frozen=True)
+class Variant:
+    """One way of building the training step. The defaults are the framework's own: what train.py runs."""
+
+    kind: str = "ours"  # ours | reference-eager | reference-sdpa
+    precision: str = "no"  # no | fp16 | bf16 (accelerate mixed precision)
+    attention: str = "sdpa"  # model.attn_implementation
+    optimizer: str = "auto"  # optim.implementation: fused on CUDA, foreach on CPU
+    dropout: str = "auto"  # model.dropout_implementation
+    logits: str = "slots"  # slots | all: (B, L, V) logits, slots gathered | all+sampling: also sampled everywhere
+    sync_every_step: bool = False  # read the loss on the host after every step, as loops that print it do
+    keep_freed_memory: bool = True  # trainer.keep_freed_memory (CPU only)
+    compile: bool = False  # trainer.compile
+    vocab_size: int = 30522
+
+
+class FullVocabularyElectra(Electra):
+    """Ablation baseline: generator logits at every position (B, L, V), then the prediction slots gathered.
+
+    With `sample_everywhere`, replacements are drawn at every position as well (and those at the slots used): the
+    cost of sampling from full-vocabulary logits.
+    """
+
+    def __init__(self, *args, sample_everywhere: bool, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sample_everywhere = sample_everywhere
+
+    def generator_logits(self, masked, attention_mask, token_type_ids):
+        logits = self.generator(masked.input_ids, attention_mask, token_type_ids)  # (B, L, V)
+        if self.sample_everywhere:
+            self.slot_samples = gumbel_sample(logits.detach(), self.temperature).gather(1, masked.positions)
+        return logits.gather(1, masked.positions[..., None].expand(-1, -1, logits.shape[-1]))  # (B, P, V)
+
+    def sample_replacements(self, gen_logits: torch.Tensor) -> torch.Tensor:
+        return self.slot_samples if self.sample_everywhere else super().sample_replacements(gen_logits)
+
+
 def _time_steps(step, steps: int, warmup: int, device: torch.device) -> list[float]:
     times = []
     for i in range(warmup + steps):
@@ -90,41 +136,48 @@ def _time_steps(step, steps: int, warmup: int, device: torch.device) -> list[flo
     return times
 
 
-def run_worker(kind: str, preset: str, seq_len: int, batch_size: int, precision: str, device_name: str,
-               steps: int, warmup: int, compile_model: bool) -> dict:
-    """Time one implementation in this process; `kind` is ours, reference-eager or reference-sdpa."""
+def _build_ours(variant: Variant, disc_config, gen_config) -> Electra:
+    generator = ElectraGenerator(gen_config, variant.attention)
+    discriminator = ElectraDiscriminator(disc_config, variant.attention)
+    options = dict(mask_token_id=MASK, special_token_ids=[PAD, CLS, SEP, MASK])
+    if variant.logits == "slots":
+        model = Electra(generator, discriminator, **options)
+    else:
+        model = FullVocabularyElectra(generator, discriminator, sample_everywhere=variant.logits == "all+sampling",
+                                      **options)
+    set_dropout_implementation(model, variant.dropout)
+    return model
+
+
+def run_worker(variant: Variant, preset: str, seq_len: int, batch_size: int, device_name: str, steps: int,
+               warmup: int) -> dict:
+    """Time one variant in this process."""
     from accelerate import Accelerator
 
-    from electra_pretrain.modeling import ElectraDiscriminator, ElectraGenerator, generator_config, preset_config
-    from electra_pretrain.objective import Electra, max_predictions_for
-    from electra_pretrain.optim import parameter_groups
-    from electra_pretrain.tracking import electra_train_flops_per_token
-    from electra_pretrain.train import train_step
-
+    if device_name == "cpu" and variant.keep_freed_memory:
+        keep_freed_memory()
     baseline = _rss_bytes()
-    accelerator = Accelerator(cpu=device_name == "cpu", mixed_precision=precision)
+    accelerator = Accelerator(cpu=device_name == "cpu", mixed_precision=variant.precision,
+                              dynamo_backend="inductor" if variant.compile else "no")
     device = accelerator.device
     torch.manual_seed(0)
-    disc_config = preset_config(preset)
+    disc_config = preset_config(preset, vocab_size=variant.vocab_size)
     gen_config = generator_config(disc_config, GENERATOR_FRACTION[preset])
-    if kind == "ours":
-        model = Electra(ElectraGenerator(gen_config), ElectraDiscriminator(disc_config), mask_token_id=MASK,
-                        special_token_ids=[PAD, CLS, SEP, MASK])
-        fused = "fused" if device.type == "cuda" else "foreach"
+    if variant.kind == "ours":
+        model = _build_ours(variant, disc_config, gen_config)
+        optimizer = build_optimizer(model, OptimConfig(lr=1e-4, implementation=variant.optimizer), device)
     else:
-        model = ReferenceElectra(preset, kind.split("-")[1])
-        fused = "plain"
-    optimizer = torch.optim.AdamW(parameter_groups(model, 0.01), lr=1e-4, eps=1e-6, fused=fused == "fused" or None,
-                                  foreach=fused == "foreach" or None)
+        model = ReferenceElectra(preset, variant.kind.split("-")[1])
+        optimizer = torch.optim.AdamW(parameter_groups(model, 0.01), lr=1e-4, eps=1e-6)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
-    if compile_model:
-        model = torch.compile(model)
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
     batch = synthetic_batch(batch_size, seq_len, disc_config.vocab_size, device)
-    if kind == "ours":
+    if variant.kind == "ours":
         def step():
-            train_step(model, [batch], optimizer, scheduler, accelerator, 1.0, 0)
+            result = train_step(model, [batch], optimizer, scheduler, accelerator, 1.0, 0)
+            if variant.sync_every_step:
+                result.metrics["loss"].item()
     else:
         def step():
             accelerator.backward(model(**batch))
@@ -137,25 +190,24 @@ def run_worker(kind: str, preset: str, seq_len: int, batch_size: int, precision:
     median = statistics.median(times)
     tokens = batch_size * seq_len
     flops = electra_train_flops_per_token(gen_config, disc_config, seq_len, max_predictions_for(seq_len, 0.15))
-    return {"kind": kind, "step_time_s": median, "tokens_per_s": tokens / median, "flops_per_token": flops,
-            "achieved_flops": flops * tokens / median,
+    return {"kind": variant.kind, "step_time_s": median, "tokens_per_s": tokens / median,
+            "flops_per_token": flops, "achieved_flops": flops * tokens / median,
             "peak_mem_bytes": torch.cuda.max_memory_allocated() if device.type == "cuda" else None,
             "_baseline_rss": baseline}
 
 
-def _spawn(kind: str, args) -> dict:
+def _spawn(variant: Variant, args) -> dict:
     """Run one worker in a child process; CPU peak memory is its max RSS above its own start-up baseline."""
-    command = [sys.executable, "-m", "electra_pretrain.bench", "--worker", kind, "--model", args.model,
-               "--seq-len", str(args.seq_len), "--batch-size", str(args.batch_size), "--precision", args.precision,
-               "--device", args.device, "--steps", str(args.steps), "--warmup", str(args.warmup)]
-    if args.compile:
-        command.append("--compile")
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    settings = {"variant": asdict(variant), "preset": args.model, "seq_len": args.seq_len,
+                "batch_size": args.batch_size, "device_name": args.device, "steps": args.steps,
+                "warmup": args.warmup}
+    child = subprocess.Popen([sys.executable, "-m", "electra_pretrain.bench", json.dumps(settings)],
+                             stdout=subprocess.PIPE, text=True)
     output = child.stdout.read()
     _, status, usage = os.wait4(child.pid, 0)
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode != 0:
-        raise RuntimeError(f"benchmark worker {kind!r} failed with exit code {child.returncode}")
+        raise RuntimeError(f"benchmark worker {variant} failed with exit code {child.returncode}")
     result = json.loads(output.strip().splitlines()[-1])
     baseline = result.pop("_baseline_rss")
     if result["peak_mem_bytes"] is None:
@@ -189,18 +241,60 @@ def peak_flops(device: str, precision: str, stated: float | None) -> tuple[float
 
 
 def bench_model(args) -> dict:
-    ours = _spawn("ours", args)
+    ours_variant = Variant(precision=args.precision, compile=args.compile, keep_freed_memory=args.keep_freed_memory)
+    ours = _spawn(ours_variant, args)
     peak, source = peak_flops(args.device, args.precision, args.peak_flops)
     result = {**{k: v for k, v in ours.items() if k != "kind"}, "mfu": ours["achieved_flops"] / peak,
               "peak_flops": peak, "peak_flops_source": source, "model": args.model, "seq_len": args.seq_len,
-              "batch_size": args.batch_size, "precision": args.precision, "device": args.device}
+              "batch_size": args.batch_size, "precision": args.precision, "device": args.device,
+              "keep_freed_memory": args.keep_freed_memory}
     if args.reference:
-        refs = [_spawn(kind, args) for kind in ("reference-eager", "reference-sdpa")]
+        refs = [_spawn(replace(ours_variant, kind=kind, compile=False), args)
+                for kind in ("reference-eager", "reference-sdpa")]
         best = max(refs, key=lambda r: r["tokens_per_s"])
         result["reference"] = best
         result["speedup_vs_reference"] = ours["tokens_per_s"] / best["tokens_per_s"]
         result["memory_ratio_vs_reference"] = ours["peak_mem_bytes"] / best["peak_mem_bytes"]
     return result
+
+
+class AblationRow(NamedTuple):
+    label: str
+    change: dict
+    device: str | None = None  # only timed on this device type
+    probe: bool = False  # timed, but not carried into the rows below
+
+
+# The fast path one change at a time, each row on top of the rows above it.
+ABLATION = [
+    AblationRow("naive: (B,L,V) logits sampled everywhere, eager attention, plain AdamW, torch dropout, "
+                ".item() per step", dict(precision="no", attention="eager", optimizer="plain", dropout="torch",
+                                         logits="all+sampling", sync_every_step=True, keep_freed_memory=False)),
+    AblationRow("+ sampling only at the prediction slots", dict(logits="all")),
+    AblationRow("+ vocabulary projection only at the slots", dict(logits="slots")),
+    AblationRow("+ SDPA attention", dict(attention="sdpa")),
+    AblationRow("+ foreach AdamW (fused on CUDA)", dict(optimizer="auto")),
+    AblationRow("+ no host sync inside the step", dict(sync_every_step=False)),
+    AblationRow("+ packed-bits dropout", dict(dropout="auto"), device="cpu"),
+    AblationRow("+ freed memory kept for the next step", dict(keep_freed_memory=True), device="cpu"),
+    AblationRow("+ bf16 autocast", dict(precision="bf16"), device="cuda"),
+    AblationRow("probe: vocabulary padded to a multiple of 64 (30522 -> 30528)", dict(vocab_size=30528),
+                probe=True),
+    AblationRow("+ torch.compile", dict(compile=True)),
+]
+
+
+def bench_ablation(args) -> list[dict]:
+    """Time every ABLATION row that applies to the device, each in its own child process."""
+    rows, current = [], Variant()
+    for row in ABLATION:
+        if row.device not in (None, args.device):
+            continue
+        variant = replace(current, **row.change)
+        rows.append({"change": row.label, "probe": row.probe, "variant": asdict(variant), **_spawn(variant, args)})
+        if not row.probe:
+            current = variant
+    return rows
 
 
 def bench_data(files: list[str], document_boundary: str, tokenizer_path: str | None, vocab_size: int,
@@ -225,19 +319,6 @@ def bench_data(files: list[str], document_boundary: str, tokenizer_path: str | N
             "padding_share": 1 - tokens / (examples * seq_len), "threads": torch.get_num_threads()}
 
 
-def _worker_main(argv: list[str]) -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--worker", required=True)
-    for name, kind in (("--model", str), ("--seq-len", int), ("--batch-size", int), ("--precision", str),
-                       ("--device", str), ("--steps", int), ("--warmup", int)):
-        parser.add_argument(name, type=kind, required=True)
-    parser.add_argument("--compile", action="store_true")
-    a = parser.parse_args(argv)
-    print(json.dumps(run_worker(a.worker, a.model, a.seq_len, a.batch_size, a.precision, a.device, a.steps,
-                                a.warmup, a.compile)))
-
-
 if __name__ == "__main__":
-    _worker_main(sys.argv[1:])
+    settings = json.loads(sys.argv[1])
+    print(json.dumps(run_worker(Variant(**settings.pop("variant")), **settings)))

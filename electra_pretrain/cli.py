@@ -55,13 +55,17 @@ def cmd_detect(args) -> None:
 
 
 def cmd_bench(args) -> None:
-    from electra_pretrain.bench import bench_model
+    from electra_pretrain.bench import bench_ablation, bench_model
 
+    if args.ablation:
+        cmd_bench_ablation(args, bench_ablation(args))
+        return
     result = bench_model(args)
     if args.json:
         print(json.dumps(result))
         return
-    print(f"{args.model} seq {args.seq_len} batch {args.batch_size} {args.precision} on {args.device}")
+    print(f"{args.model} seq {args.seq_len} batch {args.batch_size} {args.precision} on {args.device}"
+          f"{'' if args.device != 'cpu' else ', freed memory kept' if args.keep_freed_memory else ', glibc default'}")
     print(f"  ours:      {result['step_time_s'] * 1e3:8.1f} ms/step  {result['tokens_per_s']:10.0f} tok/s  "
           f"MFU {result['mfu']:.1%}  peak mem {result['peak_mem_bytes'] / 2**20:.0f} MiB")
     print(f"  model FLOPs per token {result['flops_per_token'] / 1e6:.1f} M; peak {result['peak_flops'] / 1e12:.2f} "
@@ -72,6 +76,21 @@ def cmd_bench(args) -> None:
               f"tok/s  peak mem {ref['peak_mem_bytes'] / 2**20:.0f} MiB")
         print(f"  speed-up x{result['speedup_vs_reference']:.2f}, memory ratio "
               f"{result['memory_ratio_vs_reference']:.2f}")
+
+
+def cmd_bench_ablation(args, rows: list[dict]) -> None:
+    if args.json:
+        print(json.dumps(rows))
+        return
+    print(f"{args.model} seq {args.seq_len} batch {args.batch_size} on {args.device}: each row adds one change")
+    print(f"{'change':<100} {'ms/step':>8} {'tok/s':>8} {'vs above':>8} {'vs naive':>8} {'peak MiB':>8}")
+    previous = rows[0]
+    for row in rows:
+        print(f"{row['change']:<100} {row['step_time_s'] * 1e3:8.0f} {row['tokens_per_s']:8.0f} "
+              f"{row['tokens_per_s'] / previous['tokens_per_s']:7.2f}x {row['tokens_per_s'] / rows[0]['tokens_per_s']:7.2f}x "
+              f"{row['peak_mem_bytes'] / 2**20:8.0f}")
+        if not row["probe"]:
+            previous = row
 
 
 def cmd_bench_data(args) -> None:
@@ -130,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--warmup", type=int, default=3)
     bench.add_argument("--compile", action="store_true")
     bench.add_argument("--no-reference", dest="reference", action="store_false")
+    bench.add_argument("--ablation", action="store_true",
+                       help="time the fast path one change at a time, from a naive step (no reference)")
+    bench.add_argument("--default-malloc", dest="keep_freed_memory", action="store_false",
+                       help="CPU: leave glibc's allocator as it is in every worker (trainer.keep_freed_memory=false)")
     bench.add_argument("--peak-flops", type=float, default=None, help="peak FLOP/s for MFU (default: measured "
                                                                          "on CPU, data sheet on GPU)")
     bench.add_argument("--json", action="store_true")
