@@ -1,10 +1,10 @@
 """Keep freed CPU memory in the process for the next step instead of handing it back to the kernel.
 
 glibc's malloc serves blocks over its mmap threshold (32 MiB at most) with fresh mmaps and trims the heap's free
-top, so on CPU every step page-faults its large activations (the generator's slot logits alone are 74 MiB for
-`small`) back in: 13 s of system time in a 16-step `bench` run, and 17% of the step time (docs/performance.md).
-Two mallopt settings stop that; peak memory is unchanged because the steps reuse the same blocks. This is what
-the jemalloc / tcmalloc LD_PRELOAD advice for PyTorch on CPU achieves, without a preload.
+top, so on CPU every step page-faults its large activations back in: about 250k minor faults and 0.6 s of system
+time per `small` step, 12-15% of the step time (docs/performance.md). Two mallopt settings stop that once the heap
+has grown to the step's peak, which the peak memory is anyway. This is what the jemalloc / tcmalloc LD_PRELOAD
+advice for PyTorch on CPU achieves, without a preload.
 """
 
 from __future__ import annotations

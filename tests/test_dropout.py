@@ -84,3 +84,10 @@ def test_training_attention_on_cpu_is_the_same_math_for_sdpa_and_eager():
     torch.testing.assert_close(eager(ids, mask), out_sdpa, rtol=0, atol=1e-6)
     torch.manual_seed(6)
     assert not torch.allclose(eager(ids, mask), out_sdpa)
+
+
+def test_config_names_a_bad_dropout_implementation():
+    from electra_pretrain.config import ModelConfig
+
+    with pytest.raises(ValueError, match="model.dropout_implementation='fast'"):
+        ModelConfig(dropout_implementation="fast")

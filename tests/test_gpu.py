@@ -1,4 +1,4 @@
-"""GPU-only paths: mixed-precision training steps and SDPA kernels. Skipped without CUDA."""
+"""GPU-only paths: mixed precision, SDPA kernels, dropout, the bench variants. Skipped without CUDA."""
 
 import pytest
 import torch
@@ -51,3 +51,32 @@ def test_mixed_precision_steps_are_finite_and_learn(precision):
         losses.append(result.metrics["loss"].item())
     assert all(torch.isfinite(torch.tensor(losses)))
     assert losses[-1] < losses[0]
+
+
+def test_dropout_on_gpu_auto_is_torch_and_packed_has_the_right_rate():
+    from electra_pretrain.dropout import dropout, packed_dropout
+
+    x = torch.ones(1_000_001, device="cuda")
+    torch.manual_seed(0)
+    auto = dropout(x, 0.1, training=True)
+    torch.manual_seed(0)
+    assert torch.equal(auto, torch.nn.functional.dropout(x, 0.1, training=True))
+    packed = packed_dropout(x, 0.1)
+    assert packed.device.type == "cuda"
+    assert (packed == 0).double().mean().item() == pytest.approx(0.1, abs=0.0015)
+
+
+def test_ablation_variants_step_on_gpu():
+    from dataclasses import replace
+
+    from electra_pretrain.bench import ABLATION, Variant, run_worker
+
+    current = Variant()
+    for row in ABLATION:
+        if row.device not in (None, "cuda") or row.change.get("compile"):
+            continue
+        variant = replace(current, **row.change)
+        result = run_worker(variant, "tiny", seq_len=32, batch_size=4, device_name="cuda", steps=1, warmup=1)
+        assert result["peak_mem_bytes"] > 0
+        if not row.probe:
+            current = variant
