@@ -2,8 +2,9 @@
 
 The module tree mirrors transformers' `ElectraForMaskedLM` / `ElectraForPreTraining` so that `state_dict()` keys are
 exactly transformers' keys: our `save_pretrained` folders load in transformers and theirs load here (DESIGN.md,
-"transformers compatibility contract"). Attention goes through `F.scaled_dot_product_attention`; an eager path is
-kept for parity checks.
+"transformers compatibility contract"). Attention goes through `F.scaled_dot_product_attention`, except where the
+packed-bits dropout applies (training on CPU, see dropout.py): there SDPA's math path is written out so that the
+attention dropout mask is drawn the fast way. An eager path is kept for parity checks.
 """
 
 from __future__ import annotations

@@ -190,6 +190,7 @@ class Electra(nn.Module):
         return self.generator(masked.input_ids, attention_mask, token_type_ids, positions=masked.positions)
 
     def sample_replacements(self, gen_logits: torch.Tensor) -> torch.Tensor:
+        """Replacement ids (B, P) drawn from softmax(gen_logits / T) by Gumbel-max, as GR does."""
         return gumbel_sample(gen_logits, self.temperature)
 
     @torch.no_grad()
