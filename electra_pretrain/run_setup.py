@@ -16,7 +16,8 @@ from electra_pretrain.tokenizer import load_tokenizer, save_tokenizer, train_tok
 
 # Keys that may change between a run and its resumption without changing what is being trained.
 RESUMABLE_CHANGES = ("trainer.save_every", "trainer.keep_last", "trainer.log_every", "trainer.export",
-                     "trainer.allow_config_change", "trainer.max_fp16_skips_in_a_row", "logging.")
+                     "trainer.allow_config_change", "trainer.max_fp16_skips_in_a_row", "trainer.keep_freed_memory",
+                     "logging.")
 
 
 def _flatten(node, prefix: str = "") -> dict:
