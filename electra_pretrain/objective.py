@@ -72,9 +72,10 @@ def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, special_t
 def gumbel_sample(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """argmax(logits / T + Gumbel noise) in fp32 (fp16 Gumbel noise overflows to NaN); returns ids (..., )."""
     logits = logits.float()
-    uniform = torch.rand_like(logits).clamp_(min=torch.finfo(torch.float32).tiny)
-    gumbel = -torch.log(-torch.log(uniform))
-    return (logits / temperature + gumbel).argmax(-1)
+    # In place: at the slots this is a (B, P, V) tensor, the largest of a step, so every temporary costs.
+    noise = torch.rand_like(logits).clamp_(min=torch.finfo(torch.float32).tiny)
+    gumbel = noise.log_().neg_().log_().neg_()  # -log(-log(u))
+    return gumbel.add_(logits, alpha=1.0 / temperature).argmax(-1)
 
 
 class DisentangledEmbeddings(ElectraEmbeddings):
