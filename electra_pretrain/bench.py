@@ -284,17 +284,23 @@ ABLATION = [
 ]
 
 
-def bench_ablation(args) -> list[dict]:
-    """Time every ABLATION row that applies to the device, each in its own child process."""
-    rows, current = [], Variant()
+def ablation_variants(device: str) -> list[tuple[AblationRow, Variant]]:
+    """The ABLATION rows that apply to `device`, each with the variant it times (the rows above it applied)."""
+    pairs, current = [], Variant()
     for row in ABLATION:
-        if row.device not in (None, args.device):
+        if row.device not in (None, device):
             continue
         variant = replace(current, **row.change)
-        rows.append({"change": row.label, "probe": row.probe, "variant": asdict(variant), **_spawn(variant, args)})
+        pairs.append((row, variant))
         if not row.probe:
             current = variant
-    return rows
+    return pairs
+
+
+def bench_ablation(args) -> list[dict]:
+    """Time every ABLATION row that applies to the device, each in its own child process."""
+    return [{"change": row.label, "probe": row.probe, "variant": asdict(variant), **_spawn(variant, args)}
+            for row, variant in ablation_variants(args.device)]
 
 
 def bench_data(files: list[str], document_boundary: str, tokenizer_path: str | None, vocab_size: int,

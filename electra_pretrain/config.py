@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
 
+from electra_pretrain.dropout import IMPLEMENTATIONS as DROPOUT_IMPLEMENTATIONS
 from electra_pretrain.modeling import PRESETS, ElectraConfig, generator_config, preset_config
 from electra_pretrain.sources import SourceSpec
 
@@ -41,7 +42,7 @@ class ModelConfig:
             raise ValueError(f"model.embedding_sharing={self.embedding_sharing!r}; choose tied, gdes or none")
         if self.attn_implementation not in ("sdpa", "eager"):
             raise ValueError(f"model.attn_implementation={self.attn_implementation!r}; choose sdpa or eager")
-        if self.dropout_implementation not in ("auto", "torch", "packed"):
+        if self.dropout_implementation not in DROPOUT_IMPLEMENTATIONS:
             raise ValueError(f"model.dropout_implementation={self.dropout_implementation!r}; "
                              "choose auto, torch or packed")
         if not 0.0 < self.generator_hidden_fraction <= 1.0:

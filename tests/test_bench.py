@@ -3,12 +3,11 @@
 import json
 import subprocess
 import sys
-from dataclasses import replace
 
 import pytest
 
 from electra_pretrain.allocator import keep_freed_memory
-from electra_pretrain.bench import ABLATION, Variant, run_worker
+from electra_pretrain.bench import ablation_variants, run_worker
 
 BENCH_KEYS = {"tokens_per_s", "step_time_s", "flops_per_token", "mfu", "peak_mem_bytes"}
 
@@ -27,10 +26,9 @@ def test_bench_json_has_ours_and_the_reference(tmp_path):
         result["tokens_per_s"] / result["reference"]["tokens_per_s"])
 
 
-@pytest.mark.parametrize("row", [row for row in ABLATION if row.device != "cuda" and "compile" not in row.change],
-                         ids=lambda row: row.label[:40])
-def test_every_cpu_ablation_change_builds_and_steps(row):
-    variant = replace(Variant(keep_freed_memory=False), **row.change)
+@pytest.mark.parametrize("variant", [pytest.param(variant, id=row.label[:40])
+                                     for row, variant in ablation_variants("cpu") if not variant.compile])
+def test_every_cpu_ablation_change_builds_and_steps(variant):
     result = run_worker(variant, "tiny", seq_len=16, batch_size=2, device_name="cpu", steps=1, warmup=0)
     assert result["step_time_s"] > 0 and result["flops_per_token"] > 0
 
