@@ -7,14 +7,20 @@ Special tokens are looked up by name, never assumed: our trained vocabularies pu
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordPiece
-from tokenizers.trainers import WordPieceTrainer
+
+from electra_pretrain.wordpiece_trainer import MAX_WORD_CHARS, count_words, learn_vocabulary
+
+log = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+# Fewer tokens than this is a tokenizer learnt from (next to) no text: an error, never a model trained on it.
+MIN_VOCAB_SIZE = 200
 TOKENIZER_FILE = "tokenizer.json"
 VOCAB_FILE = "vocab.txt"
 
@@ -38,29 +44,43 @@ def _add_template(tokenizer: Tokenizer) -> Tokenizer:
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 30522, lowercase: bool = True,
                     min_frequency: int = 2, length: int | None = None, show_progress: bool = True) -> Tokenizer:
-    """Train WordPiece from an iterator of strings (a stream is fine: nothing is held in memory but counts)."""
+    """Train WordPiece from an iterator of strings (a stream is fine: only word counts are held in memory).
+
+    The same texts always give the same vocabulary in the same order (wordpiece_trainer.py says why the merges are
+    not left to tokenizers' trainer). `length` is the number of texts, for the progress bar only.
+    """
     if vocab_size <= len(SPECIAL_TOKENS):
         raise ValueError(f"tokenizer vocab_size must exceed {len(SPECIAL_TOKENS)}, got {vocab_size}")
-    tokenizer = _bert_pipeline(Tokenizer(WordPiece(unk_token="[UNK]", max_input_chars_per_word=100)), lowercase)
-    trainer = WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency, show_progress=show_progress,
-                               special_tokens=list(SPECIAL_TOKENS), continuing_subword_prefix="##")
-    tokenizer.train_from_iterator(texts, trainer=trainer, length=length)
-    return _add_template(tokenizer)
+    pipeline = _bert_pipeline(Tokenizer(WordPiece(unk_token="[UNK]")), lowercase)
+    word_counts, too_long = count_words(texts, pipeline, show_progress, total=length)
+    vocab = learn_vocabulary(word_counts, vocab_size, SPECIAL_TOKENS, min_frequency, show_progress)
+    if too_long:
+        log.info("tokenizer: %d words longer than %d characters left out (they tokenize to [UNK])", too_long,
+                 MAX_WORD_CHARS)
+    return _from_vocabulary({token: i for i, token in enumerate(vocab)}, lowercase)
 
 
 def from_vocab(vocab_file: str | Path, lowercase: bool = True) -> Tokenizer:
     vocab: dict[str, int] = {}
-    with open(vocab_file, encoding="utf-8") as f:
-        for index, line in enumerate(f):
-            token = line.rstrip("\n")
-            if token:
-                vocab.setdefault(token, index)
+    try:
+        with open(vocab_file, encoding="utf-8") as f:
+            for index, line in enumerate(f):
+                token = line.rstrip("\n")
+                if token:
+                    vocab.setdefault(token, index)
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{vocab_file}: not a vocabulary file (invalid UTF-8 at byte {error.start}); expected one "
+                         "token per line") from None
     if not vocab:
         raise ValueError(f"{vocab_file}: empty vocabulary")
     missing = [t for t in SPECIAL_TOKENS if t not in vocab]
     if missing:
         raise ValueError(f"{vocab_file}: vocabulary lacks the special tokens {missing}")
-    tokenizer = Tokenizer(WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+    return _from_vocabulary(vocab, lowercase)
+
+
+def _from_vocabulary(vocab: dict[str, int], lowercase: bool) -> Tokenizer:
+    tokenizer = Tokenizer(WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=MAX_WORD_CHARS))
     return _add_template(_bert_pipeline(tokenizer, lowercase))
 
 
@@ -70,7 +90,11 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     if path.is_file():
         return from_vocab(path, lowercase=_lowercase_setting(path.parent))
     if (path / TOKENIZER_FILE).is_file():
-        tokenizer = Tokenizer.from_file(str(path / TOKENIZER_FILE))
+        try:
+            tokenizer = Tokenizer.from_file(str(path / TOKENIZER_FILE))
+        except Exception as error:  # tokenizers raises a bare Exception for any malformed file
+            first = (str(error).strip().splitlines() or [""])[0]
+            raise ValueError(f"{path / TOKENIZER_FILE}: not a tokenizer file this version reads ({first})") from None
         missing = [t for t in SPECIAL_TOKENS if tokenizer.token_to_id(t) is None]
         if missing:
             raise ValueError(f"{path / TOKENIZER_FILE}: vocabulary lacks the special tokens {missing}")
