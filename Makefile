@@ -13,7 +13,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help install test lint demo data bench clean
+.PHONY: help install test lint check demo data bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -32,6 +32,8 @@ test: install  ## run the test suite (offline, CPU)
 
 lint: install  ## ruff over the code
 	$(BIN)/ruff check electra_pretrain tests train.py
+
+check: lint test  ## lint, then the test suite (what CI runs)
 
 DEMO_SENTENCE ?= the president asked congress to pass the budget before the end of the banana year
 DEMO_OUT ?= runs/demo

@@ -25,8 +25,8 @@ from electra_pretrain.dropout import set_dropout_implementation
 from electra_pretrain.modeling import ElectraDiscriminator, ElectraGenerator, generator_config, preset_config
 from electra_pretrain.objective import Electra, gumbel_sample, max_predictions_for
 from electra_pretrain.optim import build_optimizer, parameter_groups
+from electra_pretrain.step import train_step
 from electra_pretrain.tracking import electra_train_flops_per_token
-from electra_pretrain.train import train_step
 
 # Generator width per preset, as in configs/model/*.yaml.
 GENERATOR_FRACTION = {"tiny": 0.5, "small": 0.25, "base": 1 / 3, "large": 0.25}

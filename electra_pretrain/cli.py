@@ -10,6 +10,10 @@ import json
 import sys
 from pathlib import Path
 
+from electra_pretrain.config import MIXED_PRECISIONS
+from electra_pretrain.modeling import PRESETS
+from electra_pretrain.sources import DOCUMENT_BOUNDARIES
+
 
 def cmd_tokenizer_train(args) -> None:
     from electra_pretrain.sources import SourceSpec, documents
@@ -23,7 +27,7 @@ def cmd_tokenizer_train(args) -> None:
 
 
 def cmd_export(args) -> None:
-    from electra_pretrain.checkpoint import export_checkpoint
+    from electra_pretrain.export import export_checkpoint
 
     export_checkpoint(args.checkpoint, args.out)
     print(f"exported {Path(args.out) / 'discriminator'} (ElectraForPreTraining) and "
@@ -115,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--vocab-size", type=int, default=30522)
     train.add_argument("--out", required=True)
     train.add_argument("--cased", action="store_true", help="keep case and accents (default: uncased)")
-    train.add_argument("--document-boundary", default="blank_line", choices=["blank_line", "line"])
+    train.add_argument("--document-boundary", default="blank_line", choices=DOCUMENT_BOUNDARIES)
     train.add_argument("--text-field", default="text")
     train.set_defaults(func=cmd_tokenizer_train)
 
@@ -133,17 +137,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench_sub = bench.add_subparsers(dest="target")
     data = bench_sub.add_parser("data", help="tokens/s of the example pipeline")
     data.add_argument("files", nargs="+")
-    data.add_argument("--document-boundary", default="blank_line", choices=["blank_line", "line"])
+    data.add_argument("--document-boundary", default="blank_line", choices=DOCUMENT_BOUNDARIES)
     data.add_argument("--tokenizer", default=None, help="tokenizer folder (default: train one on the files)")
     data.add_argument("--vocab-size", type=int, default=30522)
     data.add_argument("--seq-len", type=int, default=128)
     data.add_argument("--examples", type=int, default=20000)
     data.add_argument("--json", action="store_true")
     data.set_defaults(func=cmd_bench_data)
-    bench.add_argument("--model", default="small", choices=["tiny", "small", "base", "large"])
+    bench.add_argument("--model", default="small", choices=sorted(PRESETS))
     bench.add_argument("--seq-len", type=int, default=128)
     bench.add_argument("--batch-size", type=int, default=32)
-    bench.add_argument("--precision", default="no", choices=["no", "fp16", "bf16"])
+    bench.add_argument("--precision", default="no", choices=MIXED_PRECISIONS)
     bench.add_argument("--device", default="cuda" if _cuda() else "cpu", choices=["cpu", "cuda"])
     bench.add_argument("--steps", type=int, default=10)
     bench.add_argument("--warmup", type=int, default=3)
@@ -170,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
 

@@ -12,8 +12,20 @@ from dataclasses import dataclass, field
 from hydra.core.config_store import ConfigStore
 
 from electra_pretrain.dropout import IMPLEMENTATIONS as DROPOUT_IMPLEMENTATIONS
-from electra_pretrain.modeling import PRESETS, ElectraConfig, generator_config, preset_config
+from electra_pretrain.modeling import ATTN_IMPLEMENTATIONS, PRESETS, ElectraConfig, generator_config, preset_config
+from electra_pretrain.objective import EMBEDDING_SHARING
+from electra_pretrain.optim import IMPLEMENTATIONS as OPTIM_IMPLEMENTATIONS
 from electra_pretrain.sources import SourceSpec
+from electra_pretrain.step import SPIKE_ACTIONS
+from electra_pretrain.tokenizer import MIN_VOCAB_SIZE
+from electra_pretrain.tracking import BACKENDS, WANDB_MODES
+
+MIXED_PRECISIONS = ("no", "fp16", "bf16")  # accelerate's mixed_precision values this trainer supports
+
+
+def check_choice(key: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{key}={value!r}; choose one of {', '.join(map(str, choices))}")
 
 
 @dataclass
@@ -36,15 +48,10 @@ class ModelConfig:
     disc_weight: float = 50.0
 
     def __post_init__(self) -> None:
-        if self.preset not in PRESETS:
-            raise ValueError(f"model.preset={self.preset!r}; choose one of {sorted(PRESETS)}")
-        if self.embedding_sharing not in ("tied", "gdes", "none"):
-            raise ValueError(f"model.embedding_sharing={self.embedding_sharing!r}; choose tied, gdes or none")
-        if self.attn_implementation not in ("sdpa", "eager"):
-            raise ValueError(f"model.attn_implementation={self.attn_implementation!r}; choose sdpa or eager")
-        if self.dropout_implementation not in DROPOUT_IMPLEMENTATIONS:
-            raise ValueError(f"model.dropout_implementation={self.dropout_implementation!r}; "
-                             "choose auto, torch or packed")
+        check_choice("model.preset", self.preset, sorted(PRESETS))
+        check_choice("model.embedding_sharing", self.embedding_sharing, EMBEDDING_SHARING)
+        check_choice("model.attn_implementation", self.attn_implementation, ATTN_IMPLEMENTATIONS)
+        check_choice("model.dropout_implementation", self.dropout_implementation, DROPOUT_IMPLEMENTATIONS)
         if not 0.0 < self.generator_hidden_fraction <= 1.0:
             raise ValueError(f"model.generator_hidden_fraction must be in (0, 1], got {self.generator_hidden_fraction}")
         if not 0.0 < self.mask_prob < 1.0:
@@ -106,10 +113,13 @@ class TokenizerConfig:
     vocab_size: int = 30522
     lowercase: bool = True
     train_documents: int | None = None  # cap on documents read to train it (None: one pass over the data)
+    max_unknown_share: float = 0.2  # of the data's tokens; more [UNK] than this means the tokenizer does not fit
 
     def __post_init__(self) -> None:
-        if self.vocab_size < 8:
-            raise ValueError(f"tokenizer.vocab_size must be >= 8, got {self.vocab_size}")
+        if self.vocab_size < MIN_VOCAB_SIZE:
+            raise ValueError(f"tokenizer.vocab_size must be >= {MIN_VOCAB_SIZE}, got {self.vocab_size}")
+        if not 0.0 < self.max_unknown_share <= 1.0:
+            raise ValueError(f"tokenizer.max_unknown_share must be in (0, 1], got {self.max_unknown_share}")
 
 
 @dataclass
@@ -127,8 +137,7 @@ class OptimConfig:
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.eps <= 0 or self.weight_decay < 0 or self.warmup_steps < 0:
             raise ValueError("optim: lr and eps must be > 0, weight_decay and warmup_steps >= 0")
-        if self.implementation not in ("auto", "fused", "foreach", "plain"):
-            raise ValueError(f"optim.implementation={self.implementation!r}; choose auto, fused, foreach or plain")
+        check_choice("optim.implementation", self.implementation, OPTIM_IMPLEMENTATIONS)
 
 
 @dataclass
@@ -142,13 +151,20 @@ class TrainerConfig:
     save_every: int = 1000  # optimizer steps; a checkpoint is also written at the end
     keep_last: int = 3  # resume checkpoints kept
     log_every: int = 10
-    max_fp16_skips_in_a_row: int = 20  # overflow skips tolerated before the run stops
-    allow_config_change: bool = False  # resume an output_dir whose run had another config
+    max_skips_in_a_row: int = 20  # skipped steps (fp16 overflow, loss spike) tolerated in a row before stopping
+    loss_spike_factor: float = 10.0  # a step whose loss exceeds this x its running mean is a spike; 0 turns it off
+    loss_spike_action: str = "skip"  # skip (no update, counted) | stop
+    # Keys (or prefixes ending in ".") that may differ from the config a run folder was started with, e.g.
+    # [trainer.max_steps]; each is named in the log. Keys that never change what is trained are always allowed.
+    allow_config_change: list[str] = field(default_factory=list)
+    resume_from: str | None = None  # a checkpoint (step_<N> or a path) instead of the newest intact one
     export: bool = True  # write export/discriminator and export/generator at the end
 
     def __post_init__(self) -> None:
-        if self.mixed_precision not in ("no", "fp16", "bf16"):
-            raise ValueError(f"trainer.mixed_precision={self.mixed_precision!r}; choose no, fp16 or bf16")
+        check_choice("trainer.mixed_precision", self.mixed_precision, MIXED_PRECISIONS)
+        check_choice("trainer.loss_spike_action", self.loss_spike_action, SPIKE_ACTIONS)
+        if self.loss_spike_factor < 0 or 0 < self.loss_spike_factor <= 1:
+            raise ValueError(f"trainer.loss_spike_factor must be 0 (off) or > 1, got {self.loss_spike_factor}")
         for name in ("max_steps", "global_batch_size", "save_every", "keep_last", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"trainer.{name} must be >= 1, got {getattr(self, name)}")
@@ -174,10 +190,8 @@ class LoggingConfig:
     mode: str = "offline"  # offline | online | disabled (wandb)
 
     def __post_init__(self) -> None:
-        if self.backend not in ("wandb", "none"):
-            raise ValueError(f"logging.backend={self.backend!r}; choose wandb or none")
-        if self.mode not in ("offline", "online", "disabled"):
-            raise ValueError(f"logging.mode={self.mode!r}; choose offline, online or disabled")
+        check_choice("logging.backend", self.backend, BACKENDS)
+        check_choice("logging.mode", self.mode, WANDB_MODES)
 
 
 @dataclass

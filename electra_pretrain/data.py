@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import random
+import signal
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,6 +28,10 @@ from tokenizers import Tokenizer
 from electra_pretrain.examples import Example, ExampleBuilder
 
 log = logging.getLogger(__name__)
+
+# The signals that ask a run to save and stop (train.StopFlag). SLURM and Ctrl-C send them to every process of the
+# job, data workers included; workers ignore them so that the main process can finish its step and save.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
 
 @dataclass
@@ -150,11 +155,16 @@ class Collator:
         return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
 
 
+def ignore_stop_signals(worker_id: int) -> None:
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def make_dataloader(stream: ExampleStream, batch_size: int, pad_token_id: int,
                     num_workers: int = 0) -> torch.utils.data.DataLoader:
     # A private generator: starting an iterator draws a seed from it, which must not advance the global RNG that a
     # resumed run restores (dropout and masking would then differ from an uninterrupted run).
     return torch.utils.data.DataLoader(stream, batch_size=batch_size, num_workers=num_workers,
                                        collate_fn=Collator(stream.config.max_seq_length, pad_token_id),
-                                       persistent_workers=num_workers > 0,
+                                       persistent_workers=num_workers > 0, worker_init_fn=ignore_stop_signals,
                                        generator=torch.Generator().manual_seed(stream.config.seed))

@@ -22,6 +22,7 @@ from torch import nn
 
 from electra_pretrain.dropout import Dropout, uses_packed
 
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
@@ -72,7 +73,10 @@ class ElectraConfig:
         path = Path(directory) / CONFIG_NAME
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no config.json (is this an exported model folder?)")
-        raw = json.loads(path.read_text())
+        try:
+            raw = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{path}: not a JSON model config ({error})") from None
         if raw.get("model_type", "electra") != "electra":
             raise ValueError(f"{path}: model_type={raw['model_type']!r}, expected 'electra'")
         if raw.get("position_embedding_type", "absolute") != "absolute":
@@ -229,8 +233,8 @@ class ElectraModel(nn.Module):
 
     def __init__(self, config: ElectraConfig, attn_implementation: str = "sdpa"):
         super().__init__()
-        if attn_implementation not in ("sdpa", "eager"):
-            raise ValueError(f"attn_implementation must be 'sdpa' or 'eager', got {attn_implementation!r}")
+        if attn_implementation not in ATTN_IMPLEMENTATIONS:
+            raise ValueError(f"attn_implementation={attn_implementation!r}; choose one of {ATTN_IMPLEMENTATIONS}")
         self.embeddings = ElectraEmbeddings(config)
         if config.embedding_size != config.hidden_size:
             self.embeddings_project = nn.Linear(config.embedding_size, config.hidden_size)
@@ -290,6 +294,10 @@ class ElectraPreTrainedBase(nn.Module):
     def from_pretrained(cls, directory: str | Path, attn_implementation: str = "sdpa"):
         directory = Path(directory)
         config = ElectraConfig.load(directory)
+        architectures = json.loads((directory / CONFIG_NAME).read_text()).get("architectures") or []  # valid: loaded
+        if architectures and cls.architecture not in architectures:
+            raise ValueError(f"{directory}: holds {', '.join(architectures)} weights (config.json architectures), "
+                             f"not {cls.architecture}")
         weights = directory / WEIGHTS_NAME
         if not weights.is_file():
             raise FileNotFoundError(f"{weights}: no model.safetensors (only safetensors weights are loaded)")

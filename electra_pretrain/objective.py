@@ -10,19 +10,22 @@ run_pretraining.py (DESIGN.md, "Pitfalls").
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 from torch import nn
 
-from electra_pretrain.config import ModelConfig
 from electra_pretrain.dropout import set_dropout_implementation
 from electra_pretrain.modeling import ElectraDiscriminator, ElectraEmbeddings, ElectraGenerator
 from electra_pretrain.tokenizer import special_token_ids
 
+if TYPE_CHECKING:  # config.py reads EMBEDDING_SHARING from here
+    from electra_pretrain.config import ModelConfig
+
 EmbeddingSharing = Literal["tied", "gdes", "none"]
+EMBEDDING_SHARING = ("tied", "gdes", "none")
 
 
 def max_predictions_for(seq_len: int, mask_prob: float) -> int:
@@ -118,7 +121,7 @@ def share_embeddings(generator: ElectraGenerator, discriminator: ElectraDiscrimi
         discriminator.electra.embeddings = DisentangledEmbeddings(discriminator.electra.embeddings,
                                                                   generator.electra.embeddings)
     else:
-        raise ValueError(f"embedding sharing must be 'tied', 'gdes' or 'none', got {sharing!r}")
+        raise ValueError(f"embedding sharing={sharing!r}; choose one of {EMBEDDING_SHARING}")
 
 
 @dataclass

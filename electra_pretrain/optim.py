@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
-from electra_pretrain.config import OptimConfig
+if TYPE_CHECKING:  # config.py reads IMPLEMENTATIONS from here
+    from electra_pretrain.config import OptimConfig
+
+IMPLEMENTATIONS = ("auto", "fused", "foreach", "plain")  # auto: fused on GPU, foreach on CPU
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:

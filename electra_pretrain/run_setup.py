@@ -1,8 +1,9 @@
-"""Start-up steps of a run that are not the loop: config-change guard, tokenizer, the summary printed first."""
+"""Start-up steps of a run that are not the loop: config-change guard, tokenizer checks, the summary printed first."""
 
 from __future__ import annotations
 
 import itertools
+import shutil
 from pathlib import Path
 
 from accelerate import Accelerator
@@ -12,12 +13,15 @@ from tokenizers import Tokenizer
 from electra_pretrain.config import TokenizerConfig, TrainConfig
 from electra_pretrain.objective import Electra
 from electra_pretrain.sources import SourceSpec, documents
-from electra_pretrain.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
+from electra_pretrain.tokenizer import MIN_VOCAB_SIZE, load_tokenizer, save_tokenizer, train_tokenizer
 
-# Keys that may change between a run and its resumption without changing what is being trained.
-RESUMABLE_CHANGES = ("trainer.save_every", "trainer.keep_last", "trainer.log_every", "trainer.export",
-                     "trainer.allow_config_change", "trainer.max_fp16_skips_in_a_row", "trainer.keep_freed_memory",
-                     "logging.")
+# Keys that may change between a run and its resumption without changing what is being trained; output_dir is
+# where the run is, not what it trains, so a moved or relatively named run folder resumes.
+ALWAYS_ALLOWED = ("output_dir", "trainer.save_every", "trainer.keep_last", "trainer.log_every", "trainer.export",
+                  "trainer.allow_config_change", "trainer.resume_from", "trainer.max_skips_in_a_row",
+                  "trainer.keep_freed_memory", "logging.")
+UNKNOWN_SAMPLE_DOCUMENTS = 200  # documents read to measure the [UNK] share
+UNKNOWN_SAMPLE_CHARS = 2_000_000
 
 
 def _flatten(node, prefix: str = "") -> dict:
@@ -26,35 +30,91 @@ def _flatten(node, prefix: str = "") -> dict:
     return {prefix.rstrip("."): node}
 
 
-def check_config_unchanged(output_dir: Path, config_yaml: str, allow_change: bool) -> None:
-    """Refuse to resume a run folder whose saved config differs, naming the keys (trainer.allow_config_change)."""
+def _matches(key: str, patterns) -> bool:
+    return any(key == p or (p.endswith(".") and key.startswith(p)) for p in patterns)
+
+
+def config_changes(output_dir: Path, config_yaml: str, allowed: list[str]) -> list[str]:
+    """Refuse to resume a run folder whose saved config differs in a key that is not allowed to, naming the keys;
+    returns the allowed changes ("key: old -> new") for the log."""
     saved_file = output_dir / "config.yaml"
-    if not saved_file.is_file() or allow_change:
-        return
+    if not saved_file.is_file():
+        return []
     saved = _flatten(OmegaConf.to_container(OmegaConf.load(saved_file)))
     current = _flatten(OmegaConf.to_container(OmegaConf.create(config_yaml)))
     differing = sorted(key for key in saved.keys() | current.keys()
-                       if saved.get(key) != current.get(key) and not key.startswith(RESUMABLE_CHANGES))
-    if differing:
-        details = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in differing)
-        raise ValueError(f"{output_dir} holds a run with a different config ({details}); use another output_dir "
-                         "or pass trainer.allow_config_change=true")
+                       if saved.get(key) != current.get(key) and not _matches(key, ALWAYS_ALLOWED))
+    describe = [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in differing]
+    refused = [d for k, d in zip(differing, describe) if not _matches(k, allowed)]
+    if refused:
+        raise ValueError(f"{output_dir} holds a run with a different config ({', '.join(refused)}); use another "
+                         "output_dir, or list the keys that may change, e.g. "
+                         f"trainer.allow_config_change=[{','.join(k for k in differing if not _matches(k, allowed))}]")
+    return describe
 
 
 def prepare_tokenizer(config: TokenizerConfig, specs: list[SourceSpec], output_dir: Path,
-                      accelerator: Accelerator, seed: int) -> Tokenizer:
-    """tokenizer.path if given; else the run's own (output_dir/tokenizer), trained on the data the first time."""
+                      accelerator: Accelerator, seed: int, checkpoint_copy: Path | None) -> Tokenizer:
+    """tokenizer.path if given; else the run's own (output_dir/tokenizer), trained on the data the first time.
+
+    A run tokenizer that is damaged or differs from the newest checkpoint's copy is restored from that copy. A
+    tokenizer learnt from (next to) no text, or one that turns the data mostly into [UNK], is an error and is never
+    saved in the run folder.
+    """
     if config.path:
-        return load_tokenizer(config.path)
+        tokenizer = load_tokenizer(config.path)
+        check_tokenizer_fits(tokenizer, specs, seed, config.max_unknown_share, config.path)
+        return tokenizer
     own = output_dir / "tokenizer"
     with accelerator.main_process_first():
-        if accelerator.is_main_process and not (own / "tokenizer.json").is_file():
-            texts = (row["text"] for row in documents(specs, seed=seed, shuffle_files=False))
-            if config.train_documents:
-                texts = itertools.islice(texts, config.train_documents)
-            accelerator.print(f"training a {config.vocab_size}-token WordPiece tokenizer on the data -> {own}")
-            save_tokenizer(train_tokenizer(texts, vocab_size=config.vocab_size, lowercase=config.lowercase), own)
+        if accelerator.is_main_process:
+            _restore_if_damaged(own, checkpoint_copy, accelerator)
+            if not (own / "tokenizer.json").is_file():
+                texts = (row["text"] for row in documents(specs, seed=seed, shuffle_files=False))
+                if config.train_documents:
+                    texts = itertools.islice(texts, config.train_documents)
+                accelerator.print(f"training a {config.vocab_size}-token WordPiece tokenizer on the data -> {own}")
+                tokenizer = train_tokenizer(texts, vocab_size=config.vocab_size, lowercase=config.lowercase,
+                                            show_progress=accelerator.is_main_process)
+                check_tokenizer_fits(tokenizer, specs, seed, config.max_unknown_share, "the tokenizer trained")
+                save_tokenizer(tokenizer, own)
     return load_tokenizer(own)
+
+
+def _restore_if_damaged(own: Path, checkpoint_copy: Path | None, accelerator: Accelerator) -> None:
+    if checkpoint_copy is None:
+        return
+    try:
+        damaged = load_tokenizer(own).get_vocab() != load_tokenizer(checkpoint_copy).get_vocab()
+    except (ValueError, FileNotFoundError):
+        damaged = True
+    if damaged:
+        accelerator.print(f"WARNING: {own} is missing, damaged or differs from the copy in {checkpoint_copy.parent}; "
+                          "restored it from that copy")
+        shutil.rmtree(own, ignore_errors=True)
+        shutil.copytree(checkpoint_copy, own)
+
+
+def check_tokenizer_fits(tokenizer: Tokenizer, specs: list[SourceSpec], seed: int, max_unknown_share: float,
+                         name: str) -> None:
+    """Refuse a degenerate tokenizer: too few tokens, or [UNK] for more than `max_unknown_share` of the data."""
+    size = tokenizer.get_vocab_size()
+    if size < MIN_VOCAB_SIZE:
+        raise ValueError(f"tokenizer: {name} has only {size} tokens (at least {MIN_VOCAB_SIZE} needed); the data "
+                         "is empty or too small to learn a vocabulary from: give more text, or tokenizer.path")
+    unk = tokenizer.token_to_id("[UNK]")
+    total = unknown = chars = 0
+    for row in itertools.islice(documents(specs, seed=seed, shuffle_files=False), UNKNOWN_SAMPLE_DOCUMENTS):
+        ids = tokenizer.encode(row["text"][:UNKNOWN_SAMPLE_CHARS], add_special_tokens=False).ids
+        total += len(ids)
+        unknown += ids.count(unk)
+        chars += len(row["text"])
+        if chars >= UNKNOWN_SAMPLE_CHARS:
+            break
+    if total and unknown / total > max_unknown_share:
+        raise ValueError(f"tokenizer: {name} turns {unknown / total:.0%} of the data's tokens into [UNK] (limit "
+                         f"tokenizer.max_unknown_share={max_unknown_share}); it does not fit this text (another "
+                         "language or script, or binary files?)")
 
 
 def startup_summary(config: TrainConfig, model: Electra, num_processes: int, micro_batch: int, accumulation: int,

@@ -4,8 +4,11 @@
   `IterableDataset.from_generator`, one shard per file, so we can name the file in every skip or repair (invalid
   UTF-8, NUL bytes, empty files) and bound the memory of megabyte lines. Two layouts: `blank_line` (the original
   format: a sentence or paragraph per line, a blank line between documents) and `line` (one document per line).
-- .jsonl/.json, .parquet and .csv go through `datasets.load_dataset(<builder>, streaming=True)`; a hub dataset name
+- .jsonl is read the same way, so a malformed record is named by file and line.
+- .json, .parquet and .csv go through `datasets.load_dataset(<builder>, streaming=True)`; a hub dataset name
   goes through `load_dataset(name, streaming=True)` for users who are online.
+- Binary files (images, executables, archives) among text files are skipped and counted; if nothing is left, or a
+  .csv / .json / .parquet file is to be read as plain text, that is an error.
 Several sources mix with `interleave_datasets` by weight. Errors name the pattern, file or field at fault.
 """
 
@@ -15,6 +18,7 @@ import bz2
 import glob
 import gzip
 import io
+import json
 import logging
 import lzma
 import os
@@ -28,15 +32,24 @@ import datasets
 
 log = logging.getLogger(__name__)
 
+FORMATS = ("auto", "text", "json", "parquet", "csv")  # auto: by suffix
+DOCUMENT_BOUNDARIES = ("blank_line", "line")
 TEXT_SUFFIXES = (".txt", ".text")
 COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+JSONL_SUFFIXES = (".jsonl",)
+# Signatures of common binary formats, and the share of control bytes in a file's first BINARY_SNIFF_BYTES above
+# which it is not text (a few stray NUL bytes in text are repaired instead).
+BINARY_MAGIC = (b"\x89PNG", b"\x7fELF", b"%PDF", b"PK\x03\x04", b"\xff\xd8\xff", b"GIF8", b"\x1f\x8b", b"MZ")
+BINARY_SNIFF_BYTES = 8192
+BINARY_CONTROL_SHARE = 0.1
 # A document longer than this many characters is cut into several (examples never cross a cut); reading a line
 # this long or longer takes memory in proportion to this bound, not to the line.
 MAX_DOCUMENT_CHARS = 1 << 20
 
 # Process-wide tallies of what the readers skipped or repaired; the trainer logs them.
 READ_STATS: Counter[str] = Counter()
+_BINARY_FILES: set[str] = set()
 
 
 @dataclass
@@ -55,10 +68,10 @@ class SourceSpec:
     def __post_init__(self) -> None:
         if bool(self.files) == bool(self.hub):
             raise ValueError("a data source needs exactly one of `files` or `hub`")
-        if self.format not in ("auto", "text", "json", "parquet", "csv"):
-            raise ValueError(f"data source format={self.format!r}; choose auto, text, json, parquet or csv")
-        if self.document_boundary not in ("blank_line", "line"):
-            raise ValueError(f"document_boundary={self.document_boundary!r}; choose blank_line or line")
+        if self.format not in FORMATS:
+            raise ValueError(f"data source format={self.format!r}; choose one of {FORMATS}")
+        if self.document_boundary not in DOCUMENT_BOUNDARIES:
+            raise ValueError(f"document_boundary={self.document_boundary!r}; choose one of {DOCUMENT_BOUNDARIES}")
         if self.weight <= 0:
             raise ValueError(f"data source weight must be > 0, got {self.weight}")
 
@@ -79,9 +92,7 @@ def resolve_files(patterns: Sequence[str]) -> list[str]:
 
 
 def file_format(path: str) -> str:
-    stem, suffix = os.path.splitext(path)
-    if suffix in COMPRESSED:
-        stem, suffix = os.path.splitext(stem)
+    suffix = _suffix(path)
     if suffix in TEXT_SUFFIXES or suffix == "":
         return "text"
     if suffix in BUILDERS:
@@ -93,6 +104,63 @@ def _open_text(path: str) -> io.TextIOBase:
     opener = COMPRESSED.get(os.path.splitext(path)[1], open)
     # Universal newlines turn CRLF and CR into "\n"; undecodable bytes become U+FFFD and are counted per file.
     return io.TextIOWrapper(opener(path, "rb"), encoding="utf-8", errors="replace", newline=None)
+
+
+def looks_binary(path: str) -> bool:
+    """True for a file whose first bytes are a binary signature or mostly control characters."""
+    opener = COMPRESSED.get(os.path.splitext(path)[1], open)
+    with opener(path, "rb") as f:
+        head = f.read(BINARY_SNIFF_BYTES)
+    if head.startswith(BINARY_MAGIC):
+        return True
+    control = sum(1 for byte in head if byte < 32 and byte not in b"\t\n\r\f\v\b\x1b")
+    return bool(head) and control / len(head) > BINARY_CONTROL_SHARE
+
+
+def text_files(files: list[str], pattern: Sequence[str]) -> list[str]:
+    """The files to read as plain text: binary ones skipped (counted, logged); structured formats refused."""
+    kept = []
+    for path in files:
+        if _suffix(path) in BUILDERS:
+            raise ValueError(f"data: {path} is a {BUILDERS[_suffix(path)]} file, but the source's format=text "
+                             "would read it as plain text; set data.format=auto (or its own format)")
+        if looks_binary(path):
+            if path not in _BINARY_FILES:  # every epoch sniffs again; count and warn once
+                _BINARY_FILES.add(path)
+                READ_STATS["binary_files_skipped"] += 1
+                log.warning("%s: binary, not text; skipped", path)
+        else:
+            kept.append(path)
+    if not kept:
+        raise ValueError(f"data: {list(pattern)} holds no text file ({len(files)} binary file(s) skipped)")
+    return kept
+
+
+def _suffix(path: str) -> str:
+    stem, suffix = os.path.splitext(path)
+    return os.path.splitext(stem)[1] if suffix in COMPRESSED else suffix
+
+
+def _jsonl_documents(files: list[str], text_field: str) -> Iterator[dict]:
+    for path in files:  # this shard's share, as for text files
+        with _open_text(path) as f:
+            for number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise ValueError(f"{path}:{number}: not a JSON record ({error.msg} at column {error.colno})") \
+                        from None
+                if not isinstance(record, dict) or text_field not in record:
+                    fields = sorted(record) if isinstance(record, dict) else type(record).__name__
+                    raise ValueError(f"{path}:{number}: no field {text_field!r} (found: {fields}); set the source's "
+                                     "text_field")
+                text = record[text_field]
+                if isinstance(text, str) and text.strip():
+                    yield {"text": text}
+                else:
+                    READ_STATS["empty_documents"] += 1
 
 
 def _read_text_file(path: str, boundary: str) -> Iterator[str]:
@@ -170,10 +238,14 @@ def source_documents(spec: SourceSpec, shuffle_seed: int | None = None) -> datas
     if len(formats) > 1:
         raise ValueError(f"data: {spec.files} mixes formats {sorted(formats)}; give each format its own source")
     fmt = formats.pop()
+    features = datasets.Features({"text": datasets.Value("string")})
     if fmt == "text":
         return datasets.IterableDataset.from_generator(
-            _text_documents, gen_kwargs={"files": files, "boundary": spec.document_boundary},
-            features=datasets.Features({"text": datasets.Value("string")}))
+            _text_documents, gen_kwargs={"files": text_files(files, spec.files), "boundary": spec.document_boundary},
+            features=features)
+    if fmt == "json" and all(_suffix(f) in JSONL_SUFFIXES for f in files):
+        return datasets.IterableDataset.from_generator(
+            _jsonl_documents, gen_kwargs={"files": files, "text_field": spec.text_field}, features=features)
     ds = datasets.load_dataset(fmt, data_files=files, split="train", streaming=True)
     return _select_text(ds, spec.text_field, f"{fmt} files {spec.files}")
 

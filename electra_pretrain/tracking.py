@@ -10,20 +10,34 @@ import json
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from electra_pretrain.config import LoggingConfig
+import torch
+
 from electra_pretrain.modeling import ElectraConfig
+from electra_pretrain.step import METRICS, StepResult
+
+if TYPE_CHECKING:  # config.py reads BACKENDS and WANDB_MODES from here
+    from electra_pretrain.config import LoggingConfig
+
+BACKENDS = ("wandb", "none")  # metrics.jsonl is always written
+WANDB_MODES = ("offline", "online", "disabled")
+METRICS_FILE = "metrics.jsonl"
 
 
 class Tracker:
-    def __init__(self, config: LoggingConfig, output_dir: Path, run_config: dict, enabled: bool):
+    def __init__(self, config: LoggingConfig, output_dir: Path, run_config: dict, enabled: bool,
+                 resumed_step: int = 0):
+        """`resumed_step`: rows after it in an existing metrics.jsonl belong to steps that will be trained again."""
         self.enabled = enabled
         self.run = None
         self.jsonl = None
         if not enabled:
             return
         output_dir.mkdir(parents=True, exist_ok=True)
-        self.jsonl = open(output_dir / "metrics.jsonl", "a", buffering=1)
+        path = output_dir / METRICS_FILE
+        truncate_metrics(path, resumed_step)
+        self.jsonl = open(path, "a", buffering=1)
         if config.backend == "wandb" and config.mode != "disabled":
             import wandb
 
@@ -39,6 +53,7 @@ class Tracker:
     def log(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
             return
+        # One write of one whole line, so a kill can cut at most the last line (truncate_metrics drops it).
         self.jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
         if self.run is not None:
             self.run.log(metrics, step=step)
@@ -48,6 +63,55 @@ class Tracker:
             self.jsonl.close()
         if self.run is not None:
             self.run.finish()
+
+
+def truncate_metrics(path: Path, last_step: int) -> None:
+    """Keep the whole rows of steps up to `last_step`; drop later ones and a line cut short by a kill."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= last_step:
+            kept.append(line + "\n")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(kept), encoding="utf-8")
+    tmp.replace(path)
+
+
+class IntervalMetrics:
+    """Device sums over the steps of one log interval; reduced over processes (one host sync) only when logged."""
+
+    def __init__(self, device: torch.device, log_every: int):
+        self.log_every = log_every
+        self.sums = {name: torch.zeros((), device=device) for name in (*METRICS, "grad_norm")}
+        self.tokens = torch.zeros((), device=device)
+        self.steps = 0
+        self.throughput = Throughput()
+
+    def add(self, result: StepResult) -> None:
+        for name in METRICS:
+            self.sums[name] += result.metrics[name]
+        self.sums["grad_norm"] += result.grad_norm.float()
+        self.tokens += result.tokens
+        self.steps += 1
+
+    def should_log(self, step: int, last: bool) -> bool:
+        return last or step % self.log_every == 0
+
+    def reduce(self, accelerator) -> tuple[dict[str, float], int]:
+        """(means over the interval and the processes, non-pad tokens of all processes), then start afresh."""
+        values = accelerator.reduce(torch.stack([*self.sums.values()]), "mean") / self.steps
+        tokens = int(accelerator.reduce(self.tokens, "sum").item())
+        record = dict(zip(self.sums, values.tolist()))
+        record["tokens_per_s"] = self.throughput.rate(tokens)
+        for value in (*self.sums.values(), self.tokens):
+            value.zero_()
+        self.steps = 0
+        return record, tokens
 
 
 def encoder_forward_flops(config: ElectraConfig, seq_len: int) -> float:

@@ -1,82 +1,57 @@
-"""`accelerate launch train.py <overrides>`: build, resume, then a loop of `train_step` with log / save blocks."""
+"""`accelerate launch train.py <overrides>`: build, resume, then a loop of `train_step` with log / save blocks.
+
+A run stopped by a signal (SIGTERM, SIGUSR1, SIGINT) saves a checkpoint and exits with `EXIT_STOPPED`, so a
+scheduler can tell "stopped, requeue me" from success (0) and failure (1).
+"""
 
 from __future__ import annotations
 
-import contextlib
+import ctypes
+import os
 import signal
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import hydra
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from electra_pretrain.allocator import keep_freed_memory
-from electra_pretrain.checkpoint import export_models, resume_latest, save_checkpoint
+from electra_pretrain.checkpoint import Checkpointer
 from electra_pretrain.config import TrainConfig, register_configs
-from electra_pretrain.data import ExampleStream, StreamConfig, make_dataloader
-from electra_pretrain.objective import Electra, build_electra, max_predictions_for
+from electra_pretrain.data import STOP_SIGNALS, ExampleStream, StreamConfig, make_dataloader
+from electra_pretrain.export import export_models
+from electra_pretrain.objective import build_electra, max_predictions_for
 from electra_pretrain.optim import build_optimizer, build_scheduler
-from electra_pretrain.run_setup import check_config_unchanged, prepare_tokenizer, startup_summary
+from electra_pretrain.run_setup import config_changes, prepare_tokenizer, startup_summary
 from electra_pretrain.sources import READ_STATS, documents
-from electra_pretrain.tracking import Throughput, Tracker, electra_train_flops_per_token
+from electra_pretrain.step import LossSpikeGuard, train_step
+from electra_pretrain.tracking import IntervalMetrics, Tracker, electra_train_flops_per_token
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
-METRICS = ("loss", "mlm_loss", "rtd_loss", "gen_accuracy", "disc_accuracy", "replaced_fraction", "disc_precision",
-           "disc_recall")
-
-
-@dataclass
-class StepResult:
-    metrics: dict[str, torch.Tensor]  # device scalars summed over micro-batches (no host sync)
-    tokens: torch.Tensor  # non-pad tokens of this process in this step
-    grad_norm: torch.Tensor
-    skipped: bool  # fp16 overflow: the optimizer step was skipped by the loss scaler
-
-
-def train_step(model: Electra, batches: list[dict[str, torch.Tensor]], optimizer, scheduler,
-               accelerator: Accelerator, max_grad_norm: float, step: int) -> StepResult:
-    """One optimizer step over `batches` (the gradient-accumulation micro-batches of this process)."""
-    sums = {name: torch.zeros((), device=accelerator.device) for name in METRICS}
-    tokens = torch.zeros((), device=accelerator.device)
-    for i, batch in enumerate(batches):
-        # Gradients are all-reduced only on the last micro-batch.
-        sync = contextlib.nullcontext() if i == len(batches) - 1 else accelerator.no_sync(model)
-        with sync:
-            out = model(**batch)
-            accelerator.backward(out.loss / len(batches))
-        for name, value in (("loss", out.loss), ("mlm_loss", out.mlm_loss), ("rtd_loss", out.rtd_loss),
-                            *out.metrics.items()):
-            if name in sums:
-                sums[name] += value.detach()
-        tokens += out.metrics["tokens"]
-    grad_norm = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
-    # The one host sync of a step: never let a non-finite update reach the weights.
-    finite = bool(torch.isfinite(sums["loss"]) & torch.isfinite(grad_norm))
-    if not finite and accelerator.scaler is None:
-        raise FloatingPointError(f"step {step}: non-finite loss ({sums['loss'].item() / len(batches)}) or gradient "
-                                 f"norm ({grad_norm.item()}); stopped before the optimizer step")
-    optimizer.step()  # with fp16 the loss scaler skips a step whose gradients overflowed
-    skipped = accelerator.optimizer_step_was_skipped
-    if not skipped:
-        scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-    return StepResult(sums, tokens, grad_norm.detach(), skipped)
+EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped by a signal after saving; rerun the same command to resume
 
 
 class StopFlag:
-    """SIGTERM / SIGUSR1 (preemption, SLURM's warning signal) ask the loop to save and exit cleanly."""
+    """SIGTERM / SIGUSR1 / SIGINT (preemption, SLURM's warning signal, Ctrl-C) ask the loop to save and exit.
+
+    A second SIGINT aborts at once, as Ctrl-C does elsewhere.
+    """
 
     def __init__(self):
         self.requested = False
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
+        for sig in STOP_SIGNALS:
             signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
         self.requested = True
 
     def agreed(self, accelerator: Accelerator) -> bool:
@@ -86,133 +61,224 @@ class StopFlag:
         return bool(accelerator.reduce(flag, "max") > 0)
 
 
+def die_with_launcher() -> None:
+    """Under torchrun, have the kernel send SIGTERM (save and exit) to this process when the launcher dies, so
+    a killed launcher never leaves processes training and writing on their own."""
+    if "TORCHELASTIC_RUN_ID" in os.environ and sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+        if os.getppid() == 1:  # the launcher died before the call
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
 @dataclass
-class RunState:
+class TrainState:
+    """The loop's counters; saved in every checkpoint's trainer_state.json."""
+
     step: int = 0
     tokens: int = 0  # non-pad tokens seen by all processes
     fp16_skips: int = 0
+    spike_skips: int = 0
     skips_in_a_row: int = 0
+    loss_guard: dict | None = None
+
+    def count(self, skipped: str | None, max_in_a_row: int) -> None:
+        self.step += 1
+        self.fp16_skips += skipped == "fp16_overflow"
+        self.spike_skips += skipped == "loss_spike"
+        self.skips_in_a_row = self.skips_in_a_row + 1 if skipped else 0
+        if self.skips_in_a_row > max_in_a_row:
+            raise FloatingPointError(f"step {self.step}: {self.skips_in_a_row} skipped steps in a row (last: "
+                                     f"{skipped}); the run cannot recover (try bf16, a lower lr or an earlier "
+                                     "checkpoint with trainer.resume_from=step_<N>)")
+
+    def state_dict(self) -> dict:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        for f in fields(self):
+            setattr(self, f.name, state.get(f.name, f.default))
 
 
-def run(config: TrainConfig, config_yaml: str) -> Path:
-    # Accelerator reads the launcher's environment (ACCELERATE_USE_CPU, torchrun's ranks, the accelerate config).
-    accelerator = Accelerator(mixed_precision=config.trainer.mixed_precision,
-                              dynamo_backend="inductor" if config.trainer.compile else "no")
-    if accelerator.device.type == "cpu" and config.trainer.keep_freed_memory:
-        if not keep_freed_memory():
+class Trainer:
+    def __init__(self, config: TrainConfig, config_yaml: str):
+        self.config, self.config_yaml = config, config_yaml
+        trainer = config.trainer
+        # Accelerator reads the launcher's environment (ACCELERATE_USE_CPU, torchrun's ranks, the accelerate config).
+        self.accelerator = accelerator = Accelerator(mixed_precision=trainer.mixed_precision,
+                                                     dynamo_backend="inductor" if trainer.compile else "no")
+        if accelerator.device.type == "cpu" and trainer.mixed_precision == "fp16":
+            raise ValueError("trainer.mixed_precision=fp16 needs a GPU; on CPU use bf16 or no")
+        if accelerator.device.type == "cpu" and trainer.keep_freed_memory and not keep_freed_memory():
             accelerator.print("trainer.keep_freed_memory: the C library is not glibc; allocator left as it is")
-    accumulation = config.trainer.accumulation_steps(accelerator.num_processes)
-    micro_batch = config.trainer.micro_batch(accelerator.num_processes)
-    output_dir = Path(config.output_dir)
-    check_config_unchanged(output_dir, config_yaml, config.trainer.allow_config_change)
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "config.yaml").write_text(config_yaml)
+        self.accumulation = trainer.accumulation_steps(accelerator.num_processes)
+        micro_batch = trainer.micro_batch(accelerator.num_processes)
+        self.output_dir = Path(config.output_dir)
+        self.progress: tqdm | None = None
+        self.checkpointer = Checkpointer(accelerator, self.output_dir, trainer)  # takes the run-folder lock
+        try:
+            self._build(micro_batch)
+        except BaseException:
+            self.checkpointer.close()
+            raise
 
-    specs = config.data.source_specs()
-    tokenizer = prepare_tokenizer(config.tokenizer, specs, output_dir, accelerator, config.seed)
-    set_seed(config.seed)  # identical initial weights on every process
-    model = build_electra(config.model, tokenizer)
-    if config.data.max_seq_length > model.discriminator.config.max_position_embeddings:
-        raise ValueError(f"data.max_seq_length={config.data.max_seq_length} exceeds "
-                         f"model.max_position_embeddings={model.discriminator.config.max_position_embeddings}")
-    optimizer = build_optimizer(model, config.optim, accelerator.device)
-    scheduler = build_scheduler(optimizer, config.optim, config.trainer.max_steps)
-    flops = electra_train_flops_per_token(model.generator.config, model.discriminator.config,
-                                          config.data.max_seq_length,
-                                          max_predictions_for(config.data.max_seq_length, config.model.mask_prob))
-    accelerator.print(startup_summary(config, model, accelerator.num_processes, micro_batch, accumulation, flops))
-    model, optimizer = accelerator.prepare(model, optimizer)
-    set_seed(config.seed, device_specific=True)  # masking and dropout differ between processes
+    def _build(self, micro_batch: int) -> None:
+        config, config_yaml, trainer, accelerator = self.config, self.config_yaml, self.config.trainer, self.accelerator
+        allowed_changes = config_changes(self.output_dir, config_yaml, trainer.allow_config_change)
+        for change in allowed_changes:
+            accelerator.print(f"config change allowed on resume: {change}")
 
-    stream = ExampleStream(lambda epoch: documents(specs, seed=config.seed + epoch), tokenizer,
-                           StreamConfig(config.data.max_seq_length, config.data.shuffle_buffer, config.seed),
-                           accelerator.process_index, accelerator.num_processes)
-    run_state = RunState()
-    resumed = resume_latest(accelerator, output_dir / "checkpoints", model, optimizer, scheduler, tokenizer)
-    if resumed is not None:
-        checkpoint, saved, data_state = resumed
-        run_state.step, run_state.tokens, run_state.fp16_skips = saved["step"], saved["tokens"], saved["fp16_skips"]
-        if config.data.num_workers == 0:
-            stream.load_state_dict(data_state)
-        accelerator.print(f"resumed from {checkpoint} at step {run_state.step}")
-    if config.data.num_workers > 0:
-        accelerator.print(f"note: data.num_workers={config.data.num_workers}: the data position is not "
-                          "checkpointed; a resumed run reads its data afresh")
-    batches = iter(make_dataloader(stream, micro_batch, tokenizer.token_to_id("[PAD]"), config.data.num_workers))
+        specs = config.data.source_specs()
+        self.tokenizer = prepare_tokenizer(config.tokenizer, specs, self.output_dir, accelerator, config.seed,
+                                           self.checkpointer.newest_tokenizer())
+        set_seed(config.seed)  # identical initial weights on every process
+        model = build_electra(config.model, self.tokenizer)
+        if config.data.max_seq_length > model.discriminator.config.max_position_embeddings:
+            raise ValueError(f"data.max_seq_length={config.data.max_seq_length} exceeds "
+                             f"model.max_position_embeddings={model.discriminator.config.max_position_embeddings}")
+        optimizer = build_optimizer(model, config.optim, accelerator.device)
+        self.scheduler = build_scheduler(optimizer, config.optim, trainer.max_steps)
+        flops = electra_train_flops_per_token(model.generator.config, model.discriminator.config,
+                                              config.data.max_seq_length,
+                                              max_predictions_for(config.data.max_seq_length, config.model.mask_prob))
+        accelerator.print(startup_summary(config, model, accelerator.num_processes, micro_batch, self.accumulation,
+                                          flops))
+        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        set_seed(config.seed, device_specific=True)  # masking and dropout differ between processes
+        self.stream = ExampleStream(lambda epoch: documents(specs, seed=config.seed + epoch), self.tokenizer,
+                                    StreamConfig(config.data.max_seq_length, config.data.shuffle_buffer, config.seed),
+                                    accelerator.process_index, accelerator.num_processes)
+        self.dataloader = make_dataloader(self.stream, micro_batch, self.tokenizer.token_to_id("[PAD]"),
+                                          config.data.num_workers)
+        self.guard = LossSpikeGuard(trainer.loss_spike_factor, accelerator.device)
+        self.state = TrainState()
+        self._resume()
+        if accelerator.is_main_process:  # only now that start-up succeeded: a failed start never blocks a rerun
+            (self.output_dir / "config.yaml").write_text(config_yaml)
+        self.tracker = Tracker(config.logging, self.output_dir, OmegaConf.to_container(OmegaConf.create(config_yaml)),
+                               enabled=accelerator.is_main_process, resumed_step=self.state.step)
+        self.metrics = IntervalMetrics(accelerator.device, trainer.log_every)
 
-    tracker = Tracker(config.logging, output_dir, OmegaConf.to_container(OmegaConf.create(config_yaml)),
-                      enabled=accelerator.is_main_process)
-    stop = StopFlag()
-    progress = tqdm(total=config.trainer.max_steps, initial=run_state.step, disable=not accelerator.is_main_process,
-                    dynamic_ncols=True, desc="train")
-    throughput = Throughput()
-    interval_tokens = torch.zeros((), device=accelerator.device)
-    interval_sums = {name: torch.zeros((), device=accelerator.device) for name in METRICS}
-    interval_steps = 0
-    model.train()
-    while run_state.step < config.trainer.max_steps:
-        micro = [{k: v.to(accelerator.device, non_blocking=True) for k, v in next(batches).items()}
-                 for _ in range(accumulation)]
-        result = train_step(model, micro, optimizer, scheduler, accelerator, config.optim.max_grad_norm,
-                            run_state.step + 1)
-        run_state.step += 1
-        run_state.skips_in_a_row = run_state.skips_in_a_row + 1 if result.skipped else 0
-        run_state.fp16_skips += int(result.skipped)
-        if run_state.skips_in_a_row > config.trainer.max_fp16_skips_in_a_row:
-            raise FloatingPointError(f"step {run_state.step}: {run_state.skips_in_a_row} fp16 overflow skips in a "
-                                     "row; the loss scale cannot recover (try bf16 or a lower lr)")
-        interval_tokens += result.tokens
-        for name in METRICS:
-            interval_sums[name] += result.metrics[name] / accumulation
-        interval_steps += 1
-        progress.update(1)
+    def _resume(self) -> None:
+        resumed = self.checkpointer.resume(self.model, self.optimizer, self.scheduler, self.tokenizer)
+        if resumed is not None:
+            self.state.load_state_dict(resumed.train_state)
+            if self.state.loss_guard is not None:
+                self.guard.load_state_dict(self.state.loss_guard)
+            if self.config.data.num_workers == 0:
+                self.stream.load_state_dict(resumed.data_state)
+            self.accelerator.print(f"resumed from {resumed.path} at step {self.state.step}")
+        if self.config.data.num_workers > 0:
+            self.accelerator.print(f"note: data.num_workers={self.config.data.num_workers}: the data position is not "
+                                   "checkpointed; a resumed run reads its data afresh")
 
-        last = run_state.step == config.trainer.max_steps
-        if run_state.step % config.trainer.log_every == 0 or last:
-            values = accelerator.reduce(torch.stack([*interval_sums.values()]), "mean") / interval_steps
-            tokens = int(accelerator.reduce(interval_tokens, "sum").item())
-            run_state.tokens += tokens
-            record = dict(zip(METRICS, values.tolist()))
-            record.update(lr=scheduler.get_last_lr()[0], grad_norm=float(result.grad_norm),
-                          tokens_per_s=throughput.rate(tokens), tokens=run_state.tokens,
-                          fp16_skips=run_state.fp16_skips)
-            tracker.log(run_state.step, record)
-            progress.set_postfix(loss=f"{record['loss']:.3f}", mlm=f"{record['mlm_loss']:.3f}",
-                                 rtd=f"{record['rtd_loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
-            interval_tokens.zero_()
-            for value in interval_sums.values():
-                value.zero_()
-            interval_steps = 0
-        stopping = stop.agreed(accelerator)
-        if run_state.step % config.trainer.save_every == 0 or last or stopping:
-            save_checkpoint(accelerator, output_dir / "checkpoints", run_state.step, model, optimizer, scheduler,
-                            stream.state_dict(), {"tokens": run_state.tokens, "fp16_skips": run_state.fp16_skips},
-                            config_yaml, tokenizer, config.trainer.keep_last)
+    def run(self) -> int:
+        """Train, then release the run folder and the tracker whatever happened; returns the exit code."""
+        try:
+            return self.train()
+        finally:
+            self.close()
+
+    def train(self) -> int:
+        """Train to trainer.max_steps, or until a stop signal; returns the exit code (0, or EXIT_STOPPED)."""
+        config, accelerator, state = self.config.trainer, self.accelerator, self.state
+        stop = StopFlag()
+        # A progress bar on a terminal; in a log file (a SLURM .out) a plain line per log step instead.
+        self.progress = tqdm(total=config.max_steps, initial=state.step, dynamic_ncols=True, desc="train",
+                             disable=not (accelerator.is_main_process and sys.stderr.isatty()))
+        batches = iter(self.dataloader)
+        self.model.train()
+        stopping = False
+        while state.step < config.max_steps and not stopping:
+            micro = [{k: v.to(accelerator.device, non_blocking=True) for k, v in next(batches).items()}
+                     for _ in range(self.accumulation)]
+            result = train_step(self.model, micro, self.optimizer, self.scheduler, accelerator,
+                                self.config.optim.max_grad_norm, state.step + 1, self.guard, config.loss_spike_action)
+            state.count(result.skipped, config.max_skips_in_a_row)
+            self.metrics.add(result)
+            self.progress.update(1)
+            last = state.step == config.max_steps
+            if self.metrics.should_log(state.step, last):
+                self._log()
+            stopping = stop.agreed(accelerator)
+            if self.checkpointer.should_save(state.step, last or stopping, healthy=result.skipped != "loss_spike"):
+                self._save()
+        self.progress.close()
         if stopping:
-            accelerator.print(f"stop requested: saved step {run_state.step} and exiting; rerun the same command "
-                              "to resume")
-            break
-    progress.close()
-    if READ_STATS:
-        accelerator.print(f"data: skipped or repaired {dict(READ_STATS)} (see warnings above for the files)")
-    if run_state.step >= config.trainer.max_steps and config.trainer.export and accelerator.is_main_process:
-        export_models(accelerator.unwrap_model(model), tokenizer, output_dir / "export", config_yaml)
-        accelerator.print(f"exported {output_dir / 'export' / 'discriminator'} and {output_dir / 'export' / 'generator'}")
-    accelerator.wait_for_everyone()
-    tracker.finish()
-    accelerator.end_training()
+            saved = "saved" if not self.checkpointer.pending else "did not save (loss spike)"
+            accelerator.print(f"stop requested: {saved} step {state.step} and exiting; rerun the same command to "
+                              "resume")
+        else:
+            self._finish()
+        return EXIT_STOPPED if stopping else 0
+
+    def _log(self) -> None:
+        record, tokens = self.metrics.reduce(self.accelerator)
+        self.state.tokens += tokens
+        record.update(lr=self.scheduler.get_last_lr()[0], tokens=self.state.tokens, fp16_skips=self.state.fp16_skips,
+                      spike_skips=self.state.spike_skips)
+        self.tracker.log(self.state.step, record)
+        summary = dict(loss=f"{record['loss']:.3f}", mlm=f"{record['mlm_loss']:.3f}", rtd=f"{record['rtd_loss']:.3f}",
+                       lr=f"{record['lr']:.2e}", tok_s=f"{record['tokens_per_s']:.0f}")
+        if self.progress.disable:
+            self.accelerator.print(f"step {self.state.step}/{self.config.trainer.max_steps} "
+                                   + " ".join(f"{k} {v}" for k, v in summary.items()))
+        else:
+            self.progress.set_postfix(summary)
+
+    def _save(self) -> None:
+        self.state.loss_guard = self.guard.state_dict()
+        self.checkpointer.save(self.state.step, self.model, self.optimizer, self.scheduler, self.stream.state_dict(),
+                               self.state.state_dict(), self.config_yaml, self.tokenizer)
+
+    def _finish(self) -> None:
+        if READ_STATS:
+            self.accelerator.print(f"data: skipped or repaired {dict(READ_STATS)} (see warnings above for the files)")
+        if self.config.trainer.export and self.accelerator.is_main_process:
+            out = self.output_dir / "export"
+            export_models(self.accelerator.unwrap_model(self.model), self.tokenizer, out, self.config_yaml)
+            self.accelerator.print(f"exported {out / 'discriminator'} and {out / 'generator'}")
+        self.accelerator.wait_for_everyone()
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.close()  # before any error line, so that the line stands on its own
+        self.tracker.finish()
+        self.checkpointer.close()
+        self.accelerator.end_training()
+
+
+def job_output_dir(output_dir: str) -> str:
+    """In a Hydra sweep (-m) each job trains in its own folder, output_dir/<job number> (Hydra's own convention;
+    the job's config.yaml says which overrides it ran with)."""
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        return str(Path(output_dir) / str(HydraConfig.get().job.num))
     return output_dir
 
 
 register_configs()
+FAILED_JOBS: list[str] = []
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
+    cfg.output_dir = job_output_dir(cfg.output_dir)
     try:
+        die_with_launcher()
         config = OmegaConf.to_object(cfg)
-        run(config, OmegaConf.to_yaml(cfg, resolve=True))
-    except (ValueError, FileNotFoundError, FloatingPointError) as error:
+        code = Trainer(config, OmegaConf.to_yaml(cfg, resolve=True)).run()
+    except (ValueError, OSError, FloatingPointError) as error:
         print(f"error: {error}", file=sys.stderr)
+        code = 1
+    if code and HydraConfig.get().mode == RunMode.MULTIRUN:
+        FAILED_JOBS.append(cfg.output_dir)  # the sweep goes on; the exit code says it at the end
+    elif code:
+        sys.exit(code)
+
+
+def main() -> None:
+    hydra_main()
+    if FAILED_JOBS:
+        print(f"error: {len(FAILED_JOBS)} sweep job(s) did not finish: {', '.join(FAILED_JOBS)}", file=sys.stderr)
         sys.exit(1)
