@@ -10,7 +10,32 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from .fixtures import write_blank_line_corpus  # noqa: E402
+
 
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
+    """Two text files in the original format, and one tokenizer (corpus.parent / "tokenizer") for every run."""
+    from electra_pretrain.tokenizer import save_tokenizer, train_tokenizer
+
+    folder = tmp_path_factory.mktemp("corpus")
+    for i in range(2):
+        write_blank_line_corpus(folder / f"part{i}.txt", documents=30, sentences=20, first_doc=30 * i)
+    save_tokenizer(train_tokenizer((p.read_text() for p in sorted(folder.glob("*.txt"))), vocab_size=300,
+                                   show_progress=False), folder.parent / "tokenizer")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def uninterrupted(corpus, tmp_path_factory):
+    """A 12-step run with checkpoints at 4, 8 and 12: the reference for resume tests."""
+    from .runs import overrides, train
+
+    out = tmp_path_factory.mktemp("runs") / "uninterrupted"
+    train(overrides(corpus, out))
+    return out

@@ -24,3 +24,12 @@ def write_line_corpus(path: Path, documents: int = 8, sentences: int = 30) -> Pa
     """One document per (long) line, as the State of the Union demo corpus."""
     path.write_text("\n".join(" ".join(sentence(d, i) for i in range(sentences)) for d in range(documents)) + "\n")
     return path
+
+
+def tiny_config(**overrides):
+    """The one tiny model of the unit tests (1 layer x 16, vocabulary 40); overrides change any field."""
+    from electra_pretrain.modeling import ElectraConfig
+
+    return ElectraConfig(**{**dict(vocab_size=40, embedding_size=8, hidden_size=16, num_hidden_layers=1,
+                                   num_attention_heads=2, intermediate_size=32, max_position_embeddings=64),
+                            **overrides})

@@ -5,7 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from electra_pretrain.dropout import Dropout, dropout, packed_dropout, set_dropout_implementation
-from electra_pretrain.modeling import ElectraConfig, ElectraDiscriminator
+from electra_pretrain.modeling import ElectraDiscriminator
+
+from .fixtures import tiny_config
 
 
 def test_drop_rate_and_scale():
@@ -53,8 +55,7 @@ def test_identity_when_not_training_or_p_is_zero():
 
 
 def test_implementation_choice_reaches_every_dropout_module():
-    model = ElectraDiscriminator(ElectraConfig(vocab_size=40, embedding_size=8, hidden_size=16,
-                                               num_hidden_layers=2, num_attention_heads=2, intermediate_size=32))
+    model = ElectraDiscriminator(tiny_config(num_hidden_layers=2))
     modules = [m for m in model.modules() if isinstance(m, Dropout)]
     assert len(modules) == 1 + 2 * 3  # embeddings; per layer: attention probabilities, two residual outputs
     set_dropout_implementation(model, "torch")
@@ -69,8 +70,7 @@ def test_implementation_choice_reaches_every_dropout_module():
 
 def test_training_attention_on_cpu_is_the_same_math_for_sdpa_and_eager():
     """With dropout on CPU, the sdpa model runs the written-out math path with the packed mask, as eager does."""
-    config = ElectraConfig(vocab_size=40, embedding_size=8, hidden_size=16, num_hidden_layers=2,
-                           num_attention_heads=2, intermediate_size=32, attention_probs_dropout_prob=0.5)
+    config = tiny_config(num_hidden_layers=2, attention_probs_dropout_prob=0.5)
     torch.manual_seed(0)
     sdpa = ElectraDiscriminator(config, "sdpa").train()
     eager = ElectraDiscriminator(config, "eager").train()

@@ -3,13 +3,15 @@
 import pytest
 import torch
 
-from electra_pretrain.modeling import ElectraConfig, ElectraDiscriminator, ElectraGenerator, generator_config
+from electra_pretrain.modeling import ElectraDiscriminator, ElectraGenerator, generator_config
 from electra_pretrain.objective import Electra
+
+from .fixtures import tiny_config
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
-CONFIG = ElectraConfig(vocab_size=1000, embedding_size=64, hidden_size=128, num_hidden_layers=2,
-                       num_attention_heads=2, intermediate_size=512, max_position_embeddings=128)
+CONFIG = tiny_config(vocab_size=1000, embedding_size=64, hidden_size=128, num_hidden_layers=2,
+                     intermediate_size=512, max_position_embeddings=128)
 
 
 def batch(device="cuda"):
@@ -34,7 +36,7 @@ def test_sdpa_matches_eager_on_gpu():
 def test_mixed_precision_steps_are_finite_and_learn(precision):
     from accelerate import Accelerator
 
-    from electra_pretrain.train import train_step
+    from electra_pretrain.step import train_step
 
     if precision == "bf16" and not torch.cuda.is_bf16_supported():
         pytest.skip("no bf16 on this GPU")

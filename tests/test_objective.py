@@ -12,15 +12,15 @@ from electra_pretrain.objective import (
     max_predictions_for,
 )
 
+from . import fixtures
+
 PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4
 SPECIALS = torch.tensor([PAD, CLS, SEP, MASK])
 VOCAB = 50
 
 
 def tiny_config(**overrides) -> ElectraConfig:
-    return ElectraConfig(**{**dict(vocab_size=VOCAB, embedding_size=8, hidden_size=32, num_hidden_layers=1,
-                                   num_attention_heads=2, intermediate_size=64, max_position_embeddings=64),
-                            **overrides})
+    return fixtures.tiny_config(**{**dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64), **overrides})
 
 
 def tiny_electra(sharing="tied", dropout=0.1, **kwargs) -> Electra:

@@ -1,12 +1,10 @@
 """The trainer end to end: config validation, exact resume after SIGKILL / SIGTERM, two CPU processes, exports."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,59 +12,10 @@ import transformers
 from safetensors.torch import load_file
 
 from electra_pretrain.optim import lr_multiplier, parameter_groups
-from electra_pretrain.tokenizer import save_tokenizer, train_tokenizer
+from electra_pretrain.tokenizer import MIN_VOCAB_SIZE
 
-from .fixtures import write_blank_line_corpus
-
-ROOT = Path(__file__).resolve().parent.parent
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
-       "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("corpus")
-    for i in range(2):
-        write_blank_line_corpus(folder / f"part{i}.txt", documents=30, sentences=20, first_doc=30 * i)
-    # One tokenizer for every run: WordPiece training orders equally frequent pieces arbitrarily, so two trainings
-    # may number the vocabulary differently (a run's own tokenizer is trained once and reused on resume).
-    save_tokenizer(train_tokenizer((p.read_text() for p in folder.glob("*.txt")), vocab_size=300,
-                                   show_progress=False), folder.parent / "tokenizer")
-    return folder
-
-
-def overrides(corpus: Path, out: Path, *extra: str) -> list[str]:
-    return ["model=tiny", "data=text", f"data.files=[{corpus}/*.txt]", "data.max_seq_length=64",
-            f"tokenizer.path={corpus.parent / 'tokenizer'}", "trainer.global_batch_size=8", "trainer.max_steps=12",
-            "trainer.save_every=4", "trainer.log_every=1", "optim.warmup_steps=3", "optim.lr=2e-3", "logging=none",
-            f"output_dir={out}", *extra]
-
-
-def train(args: list[str], launcher=(sys.executable,), check=True, **kwargs) -> subprocess.CompletedProcess:
-    result = subprocess.run([*launcher, str(ROOT / "train.py"), *args], cwd=ROOT, env=ENV, capture_output=True,
-                            text=True, timeout=300, **kwargs)
-    if check and result.returncode != 0:
-        raise AssertionError(f"train.py failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result
-
-
-def losses(out: Path) -> dict[int, tuple]:
-    """Per-step (loss, mlm_loss, rtd_loss); a step logged twice (before a kill and after resuming) keeps the last."""
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: (r["loss"], r["mlm_loss"], r["rtd_loss"]) for r in rows}
-
-
-def assert_same_exports(a: Path, b: Path) -> None:
-    for name in ("discriminator", "generator"):
-        wa, wb = (load_file(p / "export" / name / "model.safetensors") for p in (a, b))
-        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), name
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(corpus, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "uninterrupted"
-    train(overrides(corpus, out))
-    return out
+from .fixtures import tiny_config
+from .runs import ENV, ROOT, TORCHRUN, assert_same_exports, losses, overrides, train
 
 
 def test_run_writes_checkpoints_metrics_and_loadable_exports(uninterrupted):
@@ -103,7 +52,7 @@ def test_killed_run_resumes_bit_exactly(corpus, uninterrupted, tmp_path, sig):
     child.send_signal(sig)
     code = child.wait(60)
     if sig == signal.SIGTERM:
-        assert code == 0  # saved and exited cleanly
+        assert code == 75  # saved and exited cleanly, with the code that asks a scheduler to requeue
     assert not (out / "export").exists()  # it did not get to the end
     resumed = train(args)
     assert "resumed from" in resumed.stdout + resumed.stderr
@@ -115,24 +64,25 @@ def test_unreadable_checkpoint_falls_back_to_previous(corpus, uninterrupted, tmp
     out = tmp_path / "copy"
     subprocess.run(["cp", "-r", str(uninterrupted), str(out)], check=True)
     (out / "checkpoints" / "step_12" / "model.safetensors").write_bytes(b"\x00" * 100)  # truncated
-    result = train(overrides(corpus, out, "trainer.max_steps=14", "trainer.allow_config_change=true"))
+    result = train(overrides(corpus, out, "trainer.max_steps=14", "trainer.allow_config_change=[trainer.max_steps]"))
     text = result.stdout + result.stderr
-    assert "step_12 is unreadable" in text and "resumed from" in text and "step_8 at step 8" in text
+    assert "step_12 is damaged or unreadable" in text and "resumed from" in text and "step_8 at step 8" in text
 
 
 def test_output_dir_with_another_config_is_refused(corpus, uninterrupted):
     result = train(overrides(corpus, uninterrupted, "model.mask_prob=0.2"), check=False)
     assert result.returncode != 0
     assert "model.mask_prob: 0.15 -> 0.2" in result.stderr
+    assert "trainer.allow_config_change=[model.mask_prob]" in result.stderr
 
 
 def test_tokenizer_that_does_not_match_the_checkpoint_is_refused(corpus, uninterrupted, tmp_path):
     other = tmp_path / "other_tok"
     subprocess.run([sys.executable, "-m", "electra_pretrain.cli", "tokenizer", "train", str(corpus),
-                    "--vocab-size", "150", "--out", str(other)], check=True, env=ENV, capture_output=True)
-    result = train(overrides(corpus, uninterrupted, f"tokenizer.path={other}", "trainer.allow_config_change=true"),
-                   check=False)
-    assert result.returncode != 0 and "different tokenizer vocabulary" in result.stderr
+                    "--vocab-size", "250", "--cased", "--out", str(other)], check=True, env=ENV, capture_output=True)
+    result = train(overrides(corpus, uninterrupted, f"tokenizer.path={other}",
+                             "trainer.allow_config_change=[tokenizer.path]"), check=False)
+    assert result.returncode != 0 and "trained with another tokenizer" in result.stderr
 
 
 @pytest.mark.parametrize("override, message", [
@@ -152,8 +102,8 @@ def test_bad_overrides_fail_fast_naming_the_key(corpus, tmp_path, override, mess
 def test_run_trains_its_own_tokenizer_when_none_is_given(corpus, tmp_path):
     out = tmp_path / "own"
     args = [a for a in overrides(corpus, out, "trainer.max_steps=2") if not a.startswith("tokenizer.path")]
-    train([*args, "tokenizer.vocab_size=200"])
-    assert len((out / "tokenizer" / "vocab.txt").read_text().split()) <= 200
+    train([*args, "tokenizer.vocab_size=250"])
+    assert MIN_VOCAB_SIZE <= len((out / "tokenizer" / "vocab.txt").read_text().split()) <= 250
     assert (out / "export" / "discriminator" / "vocab.txt").read_text() == (out / "tokenizer" / "vocab.txt").read_text()
 
 
@@ -165,33 +115,27 @@ def test_missing_data_is_named(tmp_path):
 
 def test_two_cpu_processes_train_save_and_resume(corpus, tmp_path):
     out = tmp_path / "ddp"
-    launcher = (sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533")
-    env_cpu = {"ACCELERATE_USE_CPU": "1"}
-    ENV.update(env_cpu)
-    try:
-        first = train(overrides(corpus, out, "trainer.max_steps=4", "trainer.save_every=2"), launcher=launcher)
-        assert "2 processes x 4 micro-batch x 1 accumulation" in first.stdout
-        saved = sorted(p.name for p in (out / "checkpoints" / "step_4").iterdir())
-        assert {"data_0.pt", "data_1.pt", "rng_0.pt", "rng_1.pt"} <= set(saved)
-        second = train(overrides(corpus, out, "trainer.max_steps=6", "trainer.save_every=2",
-                                 "trainer.allow_config_change=true"), launcher=launcher)
-        assert "at step 4" in second.stdout + second.stderr
-        steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
-        assert steps == [1, 2, 3, 4, 5, 6]
-    finally:
-        for key in env_cpu:
-            ENV.pop(key)
+    launcher = (*TORCHRUN, "--master_port", "29533")
+    env = {"ACCELERATE_USE_CPU": "1"}
+    first = train(overrides(corpus, out, "trainer.max_steps=4", "trainer.save_every=2"), launcher=launcher, env=env)
+    assert "2 processes x 4 micro-batch x 1 accumulation" in first.stdout
+    saved = sorted(p.name for p in (out / "checkpoints" / "step_4").iterdir())
+    assert {"data_0.pt", "data_1.pt", "rng_0.pt", "rng_1.pt"} <= set(saved)
+    second = train(overrides(corpus, out, "trainer.max_steps=6", "trainer.save_every=2",
+                             "trainer.allow_config_change=[trainer.max_steps]"), launcher=launcher, env=env)
+    assert "at step 4" in second.stdout + second.stderr
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
 
 
 def test_non_finite_loss_stops_before_the_optimizer_step():
     from accelerate import Accelerator
 
-    from electra_pretrain.modeling import ElectraConfig, ElectraDiscriminator, ElectraGenerator
+    from electra_pretrain.modeling import ElectraDiscriminator, ElectraGenerator
     from electra_pretrain.objective import Electra
-    from electra_pretrain.train import train_step
+    from electra_pretrain.step import train_step
 
-    config = ElectraConfig(vocab_size=40, embedding_size=8, hidden_size=16, num_hidden_layers=1,
-                           num_attention_heads=2, intermediate_size=32, max_position_embeddings=16)
+    config = tiny_config()
     model = Electra(ElectraGenerator(config), ElectraDiscriminator(config), mask_token_id=4,
                     special_token_ids=[0, 2, 3, 4])
     with torch.no_grad():
@@ -210,10 +154,9 @@ def test_non_finite_loss_stops_before_the_optimizer_step():
 def test_schedule_and_decay_groups():
     assert lr_multiplier(0, 10, 100) == 0.0 and lr_multiplier(5, 10, 100) == pytest.approx(0.5 * 0.95)
     assert lr_multiplier(10, 10, 100) == pytest.approx(0.9) and lr_multiplier(100, 10, 100) == 0.0
-    from electra_pretrain.modeling import ElectraConfig, ElectraDiscriminator
+    from electra_pretrain.modeling import ElectraDiscriminator
 
-    model = ElectraDiscriminator(ElectraConfig(vocab_size=40, embedding_size=8, hidden_size=16,
-                                               num_hidden_layers=1, num_attention_heads=2, intermediate_size=32))
+    model = ElectraDiscriminator(tiny_config())
     decay, no_decay = parameter_groups(model, 0.01)
     names = {id(p): n for n, p in model.named_parameters()}
     assert all(not names[id(p)].endswith("bias") and "LayerNorm" not in names[id(p)] for p in decay["params"])
