@@ -26,7 +26,7 @@ from electra_pretrain.modeling import ElectraDiscriminator, ElectraGenerator, ge
 from electra_pretrain.objective import Electra, gumbel_sample, max_predictions_for
 from electra_pretrain.optim import build_optimizer, parameter_groups
 from electra_pretrain.step import train_step
-from electra_pretrain.tracking import electra_train_flops_per_token
+from electra_pretrain.tracking import electra_train_flops_per_token, gpu_peak_flops
 
 # Generator width per preset, as in configs/model/*.yaml.
 GENERATOR_FRACTION = {"tiny": 0.5, "small": 0.25, "base": 1 / 3, "large": 0.25}
@@ -224,20 +224,15 @@ def measured_cpu_peak_flops(size: int = 2048, repeats: int = 5) -> float:
     return 2 * size ** 3 * repeats / (time.perf_counter() - start)
 
 
-# Dense bf16 / fp16 tensor-core peaks (no sparsity) of common GPUs, from the vendors' data sheets.
-GPU_PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "V100": 125e12}
-
-
 def peak_flops(device: str, precision: str, stated: float | None) -> tuple[float, str]:
     if stated:
         return stated, "stated"
     if device == "cpu":
         return measured_cpu_peak_flops(), "measured fp32 2048^3 matmul"
-    name = torch.cuda.get_device_name()
-    for key, value in GPU_PEAK_FLOPS.items():
-        if key in name:
-            return (value if precision != "no" else value / 2), f"{name} data sheet"
-    raise ValueError(f"unknown peak FLOP/s for {name}; pass --peak-flops")
+    found = gpu_peak_flops(precision)
+    if found is None:
+        raise ValueError(f"unknown peak FLOP/s for {torch.cuda.get_device_name()}; pass --peak-flops")
+    return found
 
 
 def bench_model(args) -> dict:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from electra_pretrain.config import MIXED_PRECISIONS
 from electra_pretrain.modeling import PRESETS
-from electra_pretrain.sources import DOCUMENT_BOUNDARIES
+from electra_pretrain.plot import X_AXES
+from electra_pretrain.sources import DOCUMENT_BOUNDARIES, FORMATS
 
 
 def cmd_tokenizer_train(args) -> None:
@@ -50,12 +51,50 @@ def cmd_detect(args) -> None:
     with torch.no_grad():
         probs = torch.sigmoid(model(torch.tensor([encoding.ids]),
                                     token_type_ids=torch.tensor([encoding.type_ids])))[0]
-    width = max(len(t) for t in encoding.tokens)
-    for token, prob in zip(encoding.tokens, probs.tolist()):
-        if token in ("[CLS]", "[SEP]"):
-            continue
-        flag = "  <- replaced?" if prob > 0.5 else ""
-        print(f"{token:<{width}}  {prob:.3f}{flag}")
+    rows = [{"token": token, "probability": round(prob, 4)} for token, prob in zip(encoding.tokens, probs.tolist())
+            if token not in ("[CLS]", "[SEP]")]
+    if args.json:
+        print(json.dumps(rows))
+        return
+    width = max((len(row["token"]) for row in rows), default=0)
+    for row in rows:
+        flag = "  <- replaced?" if row["probability"] > args.threshold else ""
+        print(f"{row['token']:<{width}}  {row['probability']:.3f}{flag}")
+
+
+def cmd_evaluate(args) -> None:
+    """Held-out metrics of a checkpoint, an export or a discriminator on text files (evaluate.py)."""
+    from accelerate import Accelerator
+
+    from electra_pretrain.evaluate import EVAL_SEED, Evaluator, held_out_batches, load_target
+    from electra_pretrain.sources import SourceSpec, documents
+
+    target = load_target(args.path)
+    trained = target.train_config.get("data", {})
+    spec = SourceSpec(files=args.data, format=args.format or trained.get("format", "auto"),
+                      text_field=args.text_field or trained.get("text_field", "text"),
+                      document_boundary=args.document_boundary or trained.get("document_boundary", "blank_line"))
+    max_seq_length = args.seq_len or trained.get("max_seq_length", 128)
+    max_tokens = args.max_tokens or target.train_config.get("trainer", {}).get("eval_tokens", 65_536)
+    rows = documents([spec], seed=EVAL_SEED, shuffle_files=False, held_out_share=args.held_out_share,
+                     held_out=True)
+    batches = held_out_batches((row["text"] for row in rows), target.tokenizer, max_seq_length, max_tokens)
+    evaluator = Evaluator(batches, target.tokenizer, Accelerator(cpu=args.device == "cpu"))
+    electra = target.electra.to(evaluator.accelerator.device) if target.electra is not None else None
+    discriminator = target.discriminator.to(evaluator.accelerator.device)
+    results = {**evaluator(electra, discriminator), "tokens": evaluator.held_out_tokens}
+    if args.json:
+        print(json.dumps(results))
+        return
+    print(f"{args.path}: {evaluator.held_out_tokens} held-out tokens, sequences of {max_seq_length}")
+    for name, value in results.items():
+        print(f"  {name:<24} {value:.4f}" if isinstance(value, float) else f"  {name:<24} {value}")
+
+
+def cmd_plot(args) -> None:
+    from electra_pretrain.plot import plot_runs
+
+    print(f"wrote {plot_runs(args.run_dirs, args.out, args.x)}")
 
 
 def cmd_bench(args) -> None:
@@ -130,8 +169,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     detect = sub.add_parser("detect", help="per-token probability of having been replaced")
     detect.add_argument("model_dir", help="an exported discriminator folder")
-    detect.add_argument("sentence")
+    detect.add_argument("sentence", help="the text to score")
+    detect.add_argument("--threshold", type=float, default=0.5, help="mark tokens above this probability")
+    detect.add_argument("--json", action="store_true", help='print [{"token": ..., "probability": ...}, ...]')
     detect.set_defaults(func=cmd_detect)
+
+    evaluate = sub.add_parser("evaluate", help="held-out metrics (MLM, RTD, AUCs) on text files")
+    evaluate.add_argument("path", help="a checkpoint folder, an export folder (discriminator/ + generator/) or a "
+                                       "discriminator folder alone (then only random_replacement_auc)")
+    evaluate.add_argument("--data", nargs="+", required=True, help="files, globs or directories, as data.files")
+    evaluate.add_argument("--max-tokens", type=int, default=None,
+                          help="non-pad tokens to evaluate (default: the run's trainer.eval_tokens, else 65536)")
+    evaluate.add_argument("--held-out-share", type=float, default=0.0,
+                          help="evaluate only the documents a run with data.eval_share=S held out")
+    evaluate.add_argument("--seq-len", type=int, default=None, help="default: the run's data.max_seq_length, else 128")
+    evaluate.add_argument("--document-boundary", default=None, choices=DOCUMENT_BOUNDARIES,
+                          help="text files (default: the run's, else blank_line)")
+    evaluate.add_argument("--format", default=None, choices=FORMATS, help="default: the run's, else by suffix")
+    evaluate.add_argument("--text-field", default=None, help="json / parquet / csv (default: the run's, else text)")
+    evaluate.add_argument("--device", default="cuda" if _cuda() else "cpu", choices=["cpu", "cuda"])
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    plot = sub.add_parser("plot", help="curves of one or more runs (metrics.jsonl) as a PNG")
+    plot.add_argument("run_dirs", nargs="+", help="runs' output_dir folders, overlaid")
+    plot.add_argument("--out", default="curves.png", help="the PNG to write")
+    plot.add_argument("--x", default="step", choices=X_AXES, help="the horizontal axis")
+    plot.set_defaults(func=cmd_plot)
 
     bench = sub.add_parser("bench", help="time training steps (ours vs a transformers peer), or the data pipeline")
     bench_sub = bench.add_subparsers(dest="target")

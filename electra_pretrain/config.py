@@ -86,6 +86,8 @@ class DataConfig:
     max_seq_length: int = 128
     shuffle_buffer: int = 1000  # examples
     num_workers: int = 0  # > 0 parallelises reading but the stream position is then not checkpointed
+    eval_files: list[str] = field(default_factory=list)  # held-out text for evaluation (same format as files)
+    eval_share: float = 0.0  # or: this share of the training documents is held out (by text hash), never trained on
 
     def __post_init__(self) -> None:
         if self.max_seq_length < 8:
@@ -94,6 +96,10 @@ class DataConfig:
             raise ValueError("data.num_workers and data.shuffle_buffer must be >= 0")
         if self.sources and (self.files or self.hub):
             raise ValueError("data: give either data.sources or data.files / data.hub, not both")
+        if not 0.0 <= self.eval_share < 1.0:
+            raise ValueError(f"data.eval_share must be in [0, 1), got {self.eval_share}")
+        if self.eval_files and self.eval_share:
+            raise ValueError("data: give either data.eval_files or data.eval_share, not both")
         # OmegaConf hands list entries over as dataclass instances already; validate each once more.
         self.sources = [s if isinstance(s, SourceSpec) else SourceSpec(**s) for s in self.sources]
 
@@ -105,6 +111,13 @@ class DataConfig:
         return [SourceSpec(files=list(self.files), hub=self.hub, hub_config=self.hub_config, split=self.split,
                            format=self.format, text_field=self.text_field,
                            document_boundary=self.document_boundary)]
+
+    def eval_specs(self) -> list[SourceSpec]:
+        """The held-out sources: eval_files read like the training files (eval_share: the training sources)."""
+        if self.eval_files:
+            return [SourceSpec(files=list(self.eval_files), format=self.format, text_field=self.text_field,
+                               document_boundary=self.document_boundary)]
+        return self.source_specs() if self.eval_share else []
 
 
 @dataclass
@@ -130,13 +143,17 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-6
     weight_decay: float = 0.01  # not applied to LayerNorm weights and biases
-    warmup_steps: int = 10_000
+    warmup_steps: int = 10_000  # scaled down to 10% of the run, with a notice, when over half of trainer.max_steps
+    warmup_share: float | None = None  # or: warmup as this share of trainer.max_steps (takes precedence)
     max_grad_norm: float = 1.0
     implementation: str = "auto"  # auto (fused on GPU, foreach on CPU) | fused | foreach | plain
+    bias_correction: bool = True  # false: the original's Adam, without bias correction (larger early steps)
 
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.eps <= 0 or self.weight_decay < 0 or self.warmup_steps < 0:
             raise ValueError("optim: lr and eps must be > 0, weight_decay and warmup_steps >= 0")
+        if self.warmup_share is not None and not 0.0 <= self.warmup_share < 1.0:
+            raise ValueError(f"optim.warmup_share must be in [0, 1), got {self.warmup_share}")
         check_choice("optim.implementation", self.implementation, OPTIM_IMPLEMENTATIONS)
 
 
@@ -151,6 +168,9 @@ class TrainerConfig:
     save_every: int = 1000  # optimizer steps; a checkpoint is also written at the end
     keep_last: int = 3  # resume checkpoints kept
     log_every: int = 10
+    eval_every: int = 0  # held-out evaluation every N steps (and at the end); 0: at the end only
+    eval_tokens: int = 65_536  # non-pad tokens in the held-out set
+    peak_flops: float | None = None  # per process, for MFU in metrics.jsonl (default: the GPU's data sheet)
     max_skips_in_a_row: int = 20  # skipped steps (fp16 overflow, loss spike) tolerated in a row before stopping
     loss_spike_factor: float = 10.0  # a step whose loss exceeds this x its running mean is a spike; 0 turns it off
     loss_spike_action: str = "skip"  # skip (no update, counted) | stop
@@ -168,6 +188,8 @@ class TrainerConfig:
         for name in ("max_steps", "global_batch_size", "save_every", "keep_last", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"trainer.{name} must be >= 1, got {getattr(self, name)}")
+        if self.eval_every < 0 or self.eval_tokens < 1:
+            raise ValueError("trainer.eval_every must be >= 0 and trainer.eval_tokens >= 1")
         if self.micro_batch_size is not None and self.micro_batch_size < 1:
             raise ValueError(f"trainer.micro_batch_size must be >= 1, got {self.micro_batch_size}")
 

@@ -26,9 +26,9 @@ def export_models(electra: Electra, tokenizer: Tokenizer, out: Path, config_yaml
         (out / "train_config.yaml").write_text(config_yaml)
 
 
-def checkpoint_model_config(checkpoint: Path) -> tuple[str, ModelConfig]:
-    """The resolved config text of a checkpoint and its model section; a damaged file is named in one line."""
-    path = checkpoint / "config.yaml"
+def checkpoint_model_config(folder: Path, name: str = "config.yaml") -> tuple[str, ModelConfig]:
+    """The resolved training config text in `folder` and its model section; a damaged file is named in one line."""
+    path = folder / name
     try:
         config_yaml = path.read_text()
         return config_yaml, ModelConfig(**OmegaConf.to_container(OmegaConf.create(config_yaml)["model"]))

@@ -130,6 +130,12 @@ class ElectraOutput:
     mlm_loss: torch.Tensor  # () mean cross-entropy over masked positions
     rtd_loss: torch.Tensor  # () mean binary cross-entropy over all non-pad tokens
     metrics: dict[str, torch.Tensor] = field(default_factory=dict)  # () tensors, detached, still on device
+    # What the losses were computed from, for held-out evaluation (references, no extra work):
+    masked: MaskedBatch | None = None
+    gen_logits: torch.Tensor | None = None  # (B, P, V) at the prediction slots
+    sampled: torch.Tensor | None = None  # (B, P) the generator's samples
+    disc_logits: torch.Tensor | None = None  # (B, L)
+    is_replaced: torch.Tensor | None = None  # (B, L) bool: the discriminator's targets
 
 
 class Electra(nn.Module):
@@ -186,7 +192,8 @@ class Electra(nn.Module):
 
         loss = self.gen_weight * mlm_loss + self.disc_weight * rtd_loss
         metrics = self._metrics(gen_logits, masked, disc_logits, is_replaced, attention_mask.bool())
-        return ElectraOutput(loss=loss, mlm_loss=mlm_loss, rtd_loss=rtd_loss, metrics=metrics)
+        return ElectraOutput(loss=loss, mlm_loss=mlm_loss, rtd_loss=rtd_loss, metrics=metrics, masked=masked,
+                             gen_logits=gen_logits, sampled=sampled, disc_logits=disc_logits, is_replaced=is_replaced)
 
     def generator_logits(self, masked: MaskedBatch, attention_mask: torch.Tensor,
                          token_type_ids: torch.Tensor | None) -> torch.Tensor:

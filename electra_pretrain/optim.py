@@ -1,7 +1,9 @@
-"""AdamW with decay exclusions and the warmup x linear-decay schedule of google-research/electra optimization.py."""
+"""AdamW with decay exclusions and the warmup x linear-decay schedule of google-research/electra optimization.py,
+optionally without Adam's bias correction, as the original."""
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -24,11 +26,41 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+class AdamWWithoutBiasCorrection(torch.optim.AdamW):
+    """The original's Adam (GR model/optimization.py): update = m / (sqrt(v) + eps) on the raw moments, plus
+    decoupled weight decay, times the learning rate.
+
+    torch's AdamW divides m by (1 - b1^t) and v by (1 - b2^t). Running it with, at step t,
+        lr' = lr * c,  eps' = eps / sqrt(1 - b2^t),  weight_decay' = weight_decay / c,  c = (1 - b1^t) / sqrt(1 - b2^t)
+    gives exactly the uncorrected update (the factors cancel), so torch's fused and foreach kernels still do the work.
+    The uncorrected step is c^-1 times torch's: 3.2x at step 1, 6.5x at 10, 3.2x at 100, 1.26x at 1000.
+    The step count lives in each param group ("uncorrected_step"), so it is checkpointed with the optimizer.
+    """
+
+    def step(self, closure=None):
+        saved = []
+        for group in self.param_groups:
+            t = group.get("uncorrected_step", 0) + 1
+            group["uncorrected_step"] = t
+            beta1, beta2 = group["betas"]
+            root = math.sqrt(1.0 - beta2 ** t)
+            c = (1.0 - beta1 ** t) / root
+            saved.append((group["lr"], group["eps"], group["weight_decay"]))
+            group["lr"], group["eps"], group["weight_decay"] = group["lr"] * c, group["eps"] / root, \
+                group["weight_decay"] / c
+        try:
+            return super().step(closure)
+        finally:
+            for group, (lr, eps, weight_decay) in zip(self.param_groups, saved):
+                group["lr"], group["eps"], group["weight_decay"] = lr, eps, weight_decay
+
+
 def build_optimizer(model: nn.Module, config: OptimConfig, device: torch.device) -> torch.optim.AdamW:
     implementation = config.implementation
     if implementation == "auto":
         implementation = "fused" if device.type == "cuda" else "foreach"
-    return torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr,
+    adam = torch.optim.AdamW if config.bias_correction else AdamWWithoutBiasCorrection
+    return adam(parameter_groups(model, config.weight_decay), lr=config.lr,
                              betas=tuple(config.betas), eps=config.eps,
                              fused=implementation == "fused" or None,
                              foreach=implementation == "foreach" or None)
@@ -41,7 +73,21 @@ def lr_multiplier(step: int, warmup_steps: int, max_steps: int) -> float:
     return decay * warmup
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, config: OptimConfig,
+def warmup_steps_for(config: OptimConfig, max_steps: int) -> tuple[int, str | None]:
+    """The warmup to use, and a notice when it is not the configured `warmup_steps`.
+
+    A warmup over half the run would keep the learning rate far below its peak for most of it (the reference's
+    10k steps against a 200-step trial run: 2% of the peak at the end), so it is scaled down to 10% of the run.
+    """
+    if config.warmup_share is not None:
+        return round(config.warmup_share * max_steps), None
+    if config.warmup_steps > max_steps // 2:
+        scaled = max(1, max_steps // 10)
+        return scaled, (f"optim.warmup_steps={config.warmup_steps} is over half of trainer.max_steps={max_steps}; "
+                        f"warming up for {scaled} steps (10% of the run) instead; set optim.warmup_share to choose")
+    return config.warmup_steps, None
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int,
                     max_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_multiplier(step, config.warmup_steps, max_steps))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_multiplier(step, warmup_steps, max_steps))

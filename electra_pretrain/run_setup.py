@@ -54,7 +54,8 @@ def config_changes(output_dir: Path, config_yaml: str, allowed: list[str]) -> li
 
 
 def prepare_tokenizer(config: TokenizerConfig, specs: list[SourceSpec], output_dir: Path,
-                      accelerator: Accelerator, seed: int, checkpoint_copy: Path | None) -> Tokenizer:
+                      accelerator: Accelerator, seed: int, checkpoint_copy: Path | None,
+                      held_out_share: float = 0.0) -> Tokenizer:
     """tokenizer.path if given; else the run's own (output_dir/tokenizer), trained on the data the first time.
 
     A run tokenizer that is damaged or differs from the newest checkpoint's copy is restored from that copy. A
@@ -70,7 +71,8 @@ def prepare_tokenizer(config: TokenizerConfig, specs: list[SourceSpec], output_d
         if accelerator.is_main_process:
             _restore_if_damaged(own, checkpoint_copy, accelerator)
             if not (own / "tokenizer.json").is_file():
-                texts = (row["text"] for row in documents(specs, seed=seed, shuffle_files=False))
+                rows = documents(specs, seed=seed, shuffle_files=False, held_out_share=held_out_share)
+                texts = (row["text"] for row in rows)
                 if config.train_documents:
                     texts = itertools.islice(texts, config.train_documents)
                 accelerator.print(f"training a {config.vocab_size}-token WordPiece tokenizer on the data -> {own}")
@@ -118,7 +120,7 @@ def check_tokenizer_fits(tokenizer: Tokenizer, specs: list[SourceSpec], seed: in
 
 
 def startup_summary(config: TrainConfig, model: Electra, num_processes: int, micro_batch: int, accumulation: int,
-                    flops_per_token: float) -> str:
+                    flops_per_token: float, warmup_steps: int) -> str:
     def count(module) -> int:
         return sum(p.numel() for p in module.parameters())
 
@@ -136,7 +138,7 @@ def startup_summary(config: TrainConfig, model: Electra, num_processes: int, mic
         f"FLOPs:         {flops_per_token / 1e6:.1f} MFLOP per token (train), "
         f"{flops_per_token * config.trainer.global_batch_size * config.data.max_seq_length / 1e12:.3f} TFLOP per "
         "step at full length",
-        f"schedule:      {config.trainer.max_steps} steps, lr {config.optim.lr} warmup {config.optim.warmup_steps}, "
+        f"schedule:      {config.trainer.max_steps} steps, lr {config.optim.lr} warmup {warmup_steps}, "
         f"precision {config.trainer.mixed_precision}",
     ]
     return "\n".join(lines)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import bz2
 import glob
 import gzip
+import hashlib
 import io
 import json
 import logging
@@ -258,13 +259,32 @@ def _select_text(ds: datasets.IterableDataset, text_field: str, source: str) -> 
                   remove_columns=columns or None)
 
 
-def documents(specs: Sequence[SourceSpec], seed: int, shuffle_files: bool = True) -> datasets.IterableDataset:
-    """All sources as one stream; several are interleaved by weight until every one is exhausted."""
+def is_held_out(text: str, share: float) -> bool:
+    """Whether a document belongs to the held-out share: decided by its text alone (md5), so every process, every
+    epoch and every rerun agree, and a held-out document is never trained on."""
+    return int.from_bytes(hashlib.md5(text.encode("utf-8", "replace")).digest()[:8], "big") < share * 2 ** 64
+
+
+def _in_part(row: dict, share: float, held_out: bool) -> bool:
+    return is_held_out(row["text"], share) == held_out
+
+
+def documents(specs: Sequence[SourceSpec], seed: int, shuffle_files: bool = True, held_out_share: float = 0.0,
+              held_out: bool = False) -> datasets.IterableDataset:
+    """All sources as one stream; several are interleaved by weight until every one is exhausted.
+
+    With `held_out_share` > 0 the stream holds only the documents outside that share (or, with `held_out=True`,
+    only those inside it).
+    """
     if not specs:
         raise ValueError("data: no sources configured")
     streams = [source_documents(spec, seed + i if shuffle_files else None) for i, spec in enumerate(specs)]
     if len(streams) == 1:
-        return streams[0]
-    total = sum(spec.weight for spec in specs)
-    return datasets.interleave_datasets(streams, probabilities=[spec.weight / total for spec in specs], seed=seed,
-                                        stopping_strategy="all_exhausted")
+        stream = streams[0]
+    else:
+        total = sum(spec.weight for spec in specs)
+        stream = datasets.interleave_datasets(streams, probabilities=[spec.weight / total for spec in specs],
+                                              seed=seed, stopping_strategy="all_exhausted")
+    if held_out_share > 0:
+        stream = stream.filter(_in_part, fn_kwargs={"share": held_out_share, "held_out": held_out})
+    return stream

@@ -32,6 +32,7 @@ class Tracker:
         self.enabled = enabled
         self.run = None
         self.jsonl = None
+        self.start = time.time()
         if not enabled:
             return
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -53,6 +54,8 @@ class Tracker:
     def log(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
             return
+        # Wall-clock time on every row, so a log read later says when each step ran and how long the run took.
+        metrics = {**metrics, "time": round(time.time(), 3), "elapsed_s": round(time.time() - self.start, 3)}
         # One write of one whole line, so a kill can cut at most the last line (truncate_metrics drops it).
         self.jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
         if self.run is not None:
@@ -112,6 +115,22 @@ class IntervalMetrics:
             value.zero_()
         self.steps = 0
         return record, tokens
+
+
+# Dense bf16 / fp16 tensor-core peaks (no sparsity) of common GPUs, from the vendors' data sheets.
+GPU_PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "V100": 125e12}
+
+
+def gpu_peak_flops(precision: str) -> tuple[float, str] | None:
+    """(peak FLOP/s, source) of this process's CUDA device from its data sheet (fp32: half the tensor-core
+    figure), or None when the device is unknown or there is none."""
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name()
+    for key, value in GPU_PEAK_FLOPS.items():
+        if key in name:
+            return (value if precision != "no" else value / 2), f"{name} data sheet"
+    return None
 
 
 def encoder_forward_flops(config: ElectraConfig, seq_len: int) -> float:

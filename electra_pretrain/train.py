@@ -26,13 +26,15 @@ from electra_pretrain.allocator import keep_freed_memory
 from electra_pretrain.checkpoint import Checkpointer
 from electra_pretrain.config import TrainConfig, register_configs
 from electra_pretrain.data import STOP_SIGNALS, ExampleStream, StreamConfig, make_dataloader
+from electra_pretrain.evaluate import EVAL_SEED, Evaluator, held_out_batches
 from electra_pretrain.export import export_models
 from electra_pretrain.objective import build_electra, max_predictions_for
-from electra_pretrain.optim import build_optimizer, build_scheduler
+from electra_pretrain.optim import build_optimizer, build_scheduler, warmup_steps_for
+from electra_pretrain.plot import plot_runs
 from electra_pretrain.run_setup import config_changes, prepare_tokenizer, startup_summary
 from electra_pretrain.sources import READ_STATS, documents
 from electra_pretrain.step import LossSpikeGuard, train_step
-from electra_pretrain.tracking import IntervalMetrics, Tracker, electra_train_flops_per_token
+from electra_pretrain.tracking import IntervalMetrics, Tracker, electra_train_flops_per_token, gpu_peak_flops
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped by a signal after saving; rerun the same command to resume
@@ -129,28 +131,37 @@ class Trainer:
         for change in allowed_changes:
             accelerator.print(f"config change allowed on resume: {change}")
 
-        specs = config.data.source_specs()
+        specs, share = config.data.source_specs(), config.data.eval_share
         self.tokenizer = prepare_tokenizer(config.tokenizer, specs, self.output_dir, accelerator, config.seed,
-                                           self.checkpointer.newest_tokenizer())
+                                           self.checkpointer.newest_tokenizer(), held_out_share=share)
         set_seed(config.seed)  # identical initial weights on every process
         model = build_electra(config.model, self.tokenizer)
         if config.data.max_seq_length > model.discriminator.config.max_position_embeddings:
             raise ValueError(f"data.max_seq_length={config.data.max_seq_length} exceeds "
                              f"model.max_position_embeddings={model.discriminator.config.max_position_embeddings}")
         optimizer = build_optimizer(model, config.optim, accelerator.device)
-        self.scheduler = build_scheduler(optimizer, config.optim, trainer.max_steps)
+        warmup, notice = warmup_steps_for(config.optim, trainer.max_steps)
+        if notice:
+            accelerator.print(f"notice: {notice}")
+        self.scheduler = build_scheduler(optimizer, warmup, trainer.max_steps)
         flops = electra_train_flops_per_token(model.generator.config, model.discriminator.config,
                                               config.data.max_seq_length,
                                               max_predictions_for(config.data.max_seq_length, config.model.mask_prob))
         accelerator.print(startup_summary(config, model, accelerator.num_processes, micro_batch, self.accumulation,
-                                          flops))
+                                          flops, warmup))
+        self.flops_per_token = flops
+        peak = (trainer.peak_flops, "trainer.peak_flops") if trainer.peak_flops else \
+            gpu_peak_flops(trainer.mixed_precision) if accelerator.device.type == "cuda" else None
+        self.peak_flops = peak[0] if peak else None  # MFU is logged only where the device's peak is known
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         set_seed(config.seed, device_specific=True)  # masking and dropout differ between processes
-        self.stream = ExampleStream(lambda epoch: documents(specs, seed=config.seed + epoch), self.tokenizer,
+        self.stream = ExampleStream(lambda epoch: documents(specs, seed=config.seed + epoch, held_out_share=share),
+                                    self.tokenizer,
                                     StreamConfig(config.data.max_seq_length, config.data.shuffle_buffer, config.seed),
                                     accelerator.process_index, accelerator.num_processes)
         self.dataloader = make_dataloader(self.stream, micro_batch, self.tokenizer.token_to_id("[PAD]"),
                                           config.data.num_workers)
+        self.evaluator = self._held_out_evaluator()
         self.guard = LossSpikeGuard(trainer.loss_spike_factor, accelerator.device)
         self.state = TrainState()
         self._resume()
@@ -159,6 +170,19 @@ class Trainer:
         self.tracker = Tracker(config.logging, self.output_dir, OmegaConf.to_container(OmegaConf.create(config_yaml)),
                                enabled=accelerator.is_main_process, resumed_step=self.state.step)
         self.metrics = IntervalMetrics(accelerator.device, trainer.log_every)
+
+    def _held_out_evaluator(self) -> Evaluator | None:
+        data = self.config.data
+        specs = data.eval_specs()
+        if not specs:
+            return None
+        rows = documents(specs, seed=EVAL_SEED, shuffle_files=False, held_out_share=data.eval_share,
+                         held_out=bool(data.eval_share))
+        batches = held_out_batches((row["text"] for row in rows), self.tokenizer, data.max_seq_length,
+                                   self.config.trainer.eval_tokens)
+        evaluator = Evaluator(batches, self.tokenizer, self.accelerator)
+        self.accelerator.print(f"held-out evaluation: {evaluator.held_out_tokens} tokens in {len(batches)} batches")
+        return evaluator
 
     def _resume(self) -> None:
         resumed = self.checkpointer.resume(self.model, self.optimizer, self.scheduler, self.tokenizer)
@@ -201,6 +225,8 @@ class Trainer:
             last = state.step == config.max_steps
             if self.metrics.should_log(state.step, last):
                 self._log()
+            if self.evaluator is not None and (last or (config.eval_every and state.step % config.eval_every == 0)):
+                self._evaluate()
             stopping = stop.agreed(accelerator)
             if self.checkpointer.should_save(state.step, last or stopping, healthy=result.skipped != "loss_spike"):
                 self._save()
@@ -218,6 +244,10 @@ class Trainer:
         self.state.tokens += tokens
         record.update(lr=self.scheduler.get_last_lr()[0], tokens=self.state.tokens, fp16_skips=self.state.fp16_skips,
                       spike_skips=self.state.spike_skips)
+        if self.peak_flops:
+            # tokens_per_s counts every process's tokens; the peak is one process's device.
+            record["mfu"] = record["tokens_per_s"] * self.flops_per_token / (self.peak_flops *
+                                                                            self.accelerator.num_processes)
         self.tracker.log(self.state.step, record)
         summary = dict(loss=f"{record['loss']:.3f}", mlm=f"{record['mlm_loss']:.3f}", rtd=f"{record['rtd_loss']:.3f}",
                        lr=f"{record['lr']:.2e}", tok_s=f"{record['tokens_per_s']:.0f}")
@@ -227,6 +257,12 @@ class Trainer:
         else:
             self.progress.set_postfix(summary)
 
+    def _evaluate(self) -> dict[str, float]:
+        results = self.evaluator(self.accelerator.unwrap_model(self.model))
+        self.tracker.log(self.state.step, {f"eval/{k}": v for k, v in results.items()})
+        self.accelerator.print(f"eval step {self.state.step}: " + " ".join(f"{k} {v:.4f}" for k, v in results.items()))
+        return results
+
     def _save(self) -> None:
         self.state.loss_guard = self.guard.state_dict()
         self.checkpointer.save(self.state.step, self.model, self.optimizer, self.scheduler, self.stream.state_dict(),
@@ -235,6 +271,9 @@ class Trainer:
     def _finish(self) -> None:
         if READ_STATS:
             self.accelerator.print(f"data: skipped or repaired {dict(READ_STATS)} (see warnings above for the files)")
+        if self.accelerator.is_main_process:
+            curves = plot_runs([self.output_dir], self.output_dir / "curves.png")
+            self.accelerator.print(f"curves: {curves} (electra-pretrain plot RUN_DIR ... overlays several runs)")
         if self.config.trainer.export and self.accelerator.is_main_process:
             out = self.output_dir / "export"
             export_models(self.accelerator.unwrap_model(self.model), self.tokenizer, out, self.config_yaml)
