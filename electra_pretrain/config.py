@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
 
 from electra_pretrain.dropout import IMPLEMENTATIONS as DROPOUT_IMPLEMENTATIONS
 from electra_pretrain.modeling import ATTN_IMPLEMENTATIONS, PRESETS, ElectraConfig, generator_config, preset_config
@@ -28,11 +29,20 @@ def check_choice(key: str, value, choices) -> None:
         raise ValueError(f"{key}={value!r}; choose one of {', '.join(map(str, choices))}")
 
 
+SIZE_FIELDS = ("num_hidden_layers", "hidden_size", "embedding_size", "num_attention_heads", "intermediate_size")
+
+
 @dataclass
 class ModelConfig:
     """Architecture (a preset from google-research/electra) and the RTD objective."""
 
     preset: str = "tiny"  # tiny | small | base | large
+    # Sizes that replace the preset's when set (e.g. a deeper or wider model for a time budget).
+    num_hidden_layers: int | None = None
+    hidden_size: int | None = None
+    embedding_size: int | None = None
+    num_attention_heads: int | None = None
+    intermediate_size: int | None = None
     generator_hidden_fraction: float = 0.25  # generator width / discriminator width (GR: small 0.25, base 1/3)
     embedding_sharing: str = "tied"  # tied | gdes (DeBERTa-v3) | none
     attn_implementation: str = "sdpa"  # sdpa | eager
@@ -62,7 +72,8 @@ class ModelConfig:
             raise ValueError(f"model.temperature must be > 0, got {self.temperature}")
 
     def discriminator(self, vocab_size: int, pad_token_id: int) -> ElectraConfig:
-        return preset_config(self.preset, vocab_size=vocab_size, pad_token_id=pad_token_id,
+        sizes = {name: getattr(self, name) for name in SIZE_FIELDS if getattr(self, name) is not None}
+        return preset_config(self.preset, **sizes, vocab_size=vocab_size, pad_token_id=pad_token_id,
                              max_position_embeddings=self.max_position_embeddings,
                              hidden_dropout_prob=self.hidden_dropout_prob,
                              attention_probs_dropout_prob=self.attention_probs_dropout_prob)
@@ -226,6 +237,21 @@ class TrainConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     output_dir: str = "runs/electra"
     seed: int = 0
+
+
+def check_known_keys(config: DictConfig, schema: DictConfig | None = None, prefix: str = "") -> None:
+    """Refuse keys the schema does not have, `+key=value` additions included (Hydra accepts those silently)."""
+    schema = OmegaConf.structured(TrainConfig) if schema is None else schema
+    for key in config:
+        if key == "hydra" and not prefix:
+            continue
+        name = f"{prefix}{key}"
+        if key not in schema:
+            known = ", ".join(sorted(str(k) for k in schema))
+            raise ValueError(f"unknown config key {name!r} (known under {prefix.rstrip('.') or 'the root'}: {known})")
+        value, expected = config[key], schema[key]
+        if isinstance(value, DictConfig) and isinstance(expected, DictConfig):
+            check_known_keys(value, expected, f"{name}.")
 
 
 def register_configs() -> None:

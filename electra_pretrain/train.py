@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from electra_pretrain.allocator import keep_freed_memory
 from electra_pretrain.checkpoint import Checkpointer
-from electra_pretrain.config import TrainConfig, register_configs
+from electra_pretrain.config import TrainConfig, check_known_keys, register_configs
 from electra_pretrain.data import STOP_SIGNALS, ExampleStream, StreamConfig, make_dataloader
 from electra_pretrain.evaluate import EVAL_SEED, Evaluator, held_out_batches
 from electra_pretrain.export import export_models
@@ -150,9 +150,9 @@ class Trainer:
         accelerator.print(startup_summary(config, model, accelerator.num_processes, micro_batch, self.accumulation,
                                           flops, warmup))
         self.flops_per_token = flops
-        peak = (trainer.peak_flops, "trainer.peak_flops") if trainer.peak_flops else \
-            gpu_peak_flops(trainer.mixed_precision) if accelerator.device.type == "cuda" else None
-        self.peak_flops = peak[0] if peak else None  # MFU is logged only where the device's peak is known
+        # MFU is logged only where the device's peak is known.
+        data_sheet = gpu_peak_flops(trainer.mixed_precision) if accelerator.device.type == "cuda" else None
+        self.peak_flops = trainer.peak_flops or (data_sheet[0] if data_sheet else None)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         set_seed(config.seed, device_specific=True)  # masking and dropout differ between processes
         self.stream = ExampleStream(lambda epoch: documents(specs, seed=config.seed + epoch, held_out_share=share),
@@ -305,6 +305,7 @@ def hydra_main(cfg: DictConfig) -> None:
     cfg.output_dir = job_output_dir(cfg.output_dir)
     try:
         die_with_launcher()
+        check_known_keys(cfg)
         config = OmegaConf.to_object(cfg)
         code = Trainer(config, OmegaConf.to_yaml(cfg, resolve=True)).run()
     except (ValueError, OSError, FloatingPointError) as error:

@@ -90,6 +90,8 @@ def test_tokenizer_that_does_not_match_the_checkpoint_is_refused(corpus, uninter
     ("trainer.mixed_precision=fp8", "trainer.mixed_precision='fp8'"),
     ("trainer.global_batch_size=ten", "global_batch_size"),
     ("model=huge", "model"),
+    ("+trainer.max_stepz=3", "unknown config key 'trainer.max_stepz'"),
+    ("+anything=1", "unknown config key 'anything'"),
 ])
 def test_bad_overrides_fail_fast_naming_the_key(corpus, tmp_path, override, message):
     start = time.time()
