@@ -164,3 +164,35 @@ def test_schedule_and_decay_groups():
     assert all(not names[id(p)].endswith("bias") and "LayerNorm" not in names[id(p)] for p in decay["params"])
     assert all(names[id(p)].endswith("bias") or "LayerNorm" in names[id(p)] for p in no_decay["params"])
     assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+
+
+@pytest.mark.parametrize("implementation", ["foreach", "plain"])
+def test_adam_without_bias_correction_matches_the_original_update(implementation):
+    """GR optimization.py: m, v on raw moments; p -= lr * (m / (sqrt(v) + eps) + wd * p)."""
+    from electra_pretrain.optim import AdamWWithoutBiasCorrection
+
+    start = torch.randn(5, 3)
+    param = torch.nn.Parameter(start.clone())
+    lr, wd, eps, (b1, b2) = 0.1, 0.01, 1e-6, (0.9, 0.999)
+    optimizer = AdamWWithoutBiasCorrection([{"params": [param], "weight_decay": wd}], lr=lr, betas=(b1, b2), eps=eps,
+                                           foreach=implementation == "foreach" or None)
+    expected, m, v = start.double(), torch.zeros(5, 3, dtype=torch.float64), torch.zeros(5, 3, dtype=torch.float64)
+    for _ in range(6):
+        grad = torch.randn(5, 3)
+        param.grad = grad.clone()
+        optimizer.step()
+        m, v = b1 * m + (1 - b1) * grad, b2 * v + (1 - b2) * grad.double() ** 2
+        expected = expected - lr * (m / (v.sqrt() + eps) + wd * expected)
+    torch.testing.assert_close(param.detach().double(), expected, rtol=0, atol=2e-6)
+    assert optimizer.param_groups[0]["lr"] == lr and optimizer.param_groups[0]["uncorrected_step"] == 6
+    # torch's corrected AdamW takes a smaller first step: the original's is (1 - b1) / sqrt(1 - b2) ~ 3.2x larger.
+    corrected = torch.nn.Parameter(start.clone())
+    first = torch.optim.AdamW([corrected], lr=lr, betas=(b1, b2), eps=eps, weight_decay=0.0)
+    uncorrected = torch.nn.Parameter(start.clone())
+    second = AdamWWithoutBiasCorrection([uncorrected], lr=lr, betas=(b1, b2), eps=eps, weight_decay=0.0)
+    grad = torch.randn(5, 3)
+    corrected.grad, uncorrected.grad = grad.clone(), grad.clone()
+    first.step()
+    second.step()
+    ratio = (uncorrected - start).abs().mean() / (corrected - start).abs().mean()
+    assert ratio.item() == pytest.approx((1 - b1) / (1 - b2) ** 0.5, rel=2e-3)  # 3.16
