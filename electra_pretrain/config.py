@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from electra_pretrain.dropout import IMPLEMENTATIONS as DROPOUT_IMPLEMENTATIONS
 from electra_pretrain.modeling import ATTN_IMPLEMENTATIONS, PRESETS, ElectraConfig, generator_config, preset_config
-from electra_pretrain.objective import EMBEDDING_SHARING
+from electra_pretrain.objective import EMBEDDING_SHARING, MASKED_COUNTS
 from electra_pretrain.optim import IMPLEMENTATIONS as OPTIM_IMPLEMENTATIONS
 from electra_pretrain.sources import SourceSpec
 from electra_pretrain.step import SPIKE_ACTIONS
@@ -43,6 +43,10 @@ class ModelConfig:
     embedding_size: int | None = None
     num_attention_heads: int | None = None
     intermediate_size: int | None = None
+    # Continued pretraining from transformers-format folders (pretrained.py); their config.json sets the sizes.
+    init_from: str | None = None  # an export root: DIR/discriminator + DIR/generator
+    init_discriminator: str | None = None  # or a released-layout discriminator folder
+    init_generator: str | None = None  # and optionally its generator (else a fresh one shares its embeddings)
     generator_hidden_fraction: float = 0.25  # generator width / discriminator width (GR: small 0.25, base 1/3)
     embedding_sharing: str = "tied"  # tied | gdes (DeBERTa-v3) | none
     attn_implementation: str = "sdpa"  # sdpa | eager
@@ -54,6 +58,8 @@ class ModelConfig:
     mask_token_share: float = 0.85  # of masked tokens, replaced by [MASK]; the rest are kept or random
     random_token_share: float = 0.0
     temperature: float = 1.0  # generator sampling temperature
+    masked_count: str = "distinct"  # distinct | original (GR's draws with replacement, in expectation)
+    original_init: bool = False  # Glorot-uniform embeddings_project and RTD output layer, as GR's tf.layers.dense
     gen_weight: float = 1.0
     disc_weight: float = 50.0
 
@@ -62,6 +68,11 @@ class ModelConfig:
         check_choice("model.embedding_sharing", self.embedding_sharing, EMBEDDING_SHARING)
         check_choice("model.attn_implementation", self.attn_implementation, ATTN_IMPLEMENTATIONS)
         check_choice("model.dropout_implementation", self.dropout_implementation, DROPOUT_IMPLEMENTATIONS)
+        check_choice("model.masked_count", self.masked_count, MASKED_COUNTS)
+        if self.init_from and (self.init_discriminator or self.init_generator):
+            raise ValueError("model: give either model.init_from or model.init_discriminator (+ init_generator)")
+        if self.init_generator and not self.init_discriminator:
+            raise ValueError("model.init_generator needs model.init_discriminator")
         if not 0.0 < self.generator_hidden_fraction <= 1.0:
             raise ValueError(f"model.generator_hidden_fraction must be in (0, 1], got {self.generator_hidden_fraction}")
         if not 0.0 < self.mask_prob < 1.0:
@@ -161,8 +172,8 @@ class OptimConfig:
     bias_correction: bool = True  # false: the original's Adam, without bias correction (larger early steps)
 
     def __post_init__(self) -> None:
-        if self.lr <= 0 or self.eps <= 0 or self.weight_decay < 0 or self.warmup_steps < 0:
-            raise ValueError("optim: lr and eps must be > 0, weight_decay and warmup_steps >= 0")
+        if self.lr < 0 or self.eps <= 0 or self.weight_decay < 0 or self.warmup_steps < 0:
+            raise ValueError("optim: eps must be > 0, lr, weight_decay and warmup_steps >= 0")
         if self.warmup_share is not None and not 0.0 <= self.warmup_share < 1.0:
             raise ValueError(f"optim.warmup_share must be in [0, 1), got {self.warmup_share}")
         check_choice("optim.implementation", self.implementation, OPTIM_IMPLEMENTATIONS)

@@ -203,7 +203,7 @@ def load_target(path: str | Path) -> EvaluationTarget:
     if (path / "model.safetensors").is_file() and (path / "config.yaml").is_file():
         config_yaml, model_config = checkpoint_model_config(path)
         tokenizer = load_tokenizer(path / "tokenizer")
-        electra = build_electra(model_config, tokenizer)
+        electra = build_electra(model_config, tokenizer, load_pretrained=False)  # the checkpoint holds the weights
         load_model(electra, str(path / "model.safetensors"), strict=True)
         return EvaluationTarget(electra.discriminator, electra, tokenizer,
                                 OmegaConf.to_container(OmegaConf.create(config_yaml)))

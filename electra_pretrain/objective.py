@@ -19,6 +19,7 @@ from torch import nn
 
 from electra_pretrain.dropout import set_dropout_implementation
 from electra_pretrain.modeling import ElectraDiscriminator, ElectraEmbeddings, ElectraGenerator
+from electra_pretrain.pretrained import init_folders, pretrained_pair
 from electra_pretrain.tokenizer import special_token_ids
 
 if TYPE_CHECKING:  # config.py reads EMBEDDING_SHARING from here
@@ -26,6 +27,11 @@ if TYPE_CHECKING:  # config.py reads EMBEDDING_SHARING from here
 
 EmbeddingSharing = Literal["tied", "gdes", "none"]
 EMBEDDING_SHARING = ("tied", "gdes", "none")
+# How many tokens a row masks. distinct: round(mask_prob x maskable tokens). original: as many distinct tokens as
+# google-research/electra's rule corrupts on average (pretrain_helpers.py draws N = round(mask_prob x non-pad
+# tokens) positions *with replacement* among the maskable ones; duplicates collapse, so M maskable tokens get
+# M (1 - (1 - 1/M)^N) distinct positions: about 14% of tokens for Small against 15%).
+MASKED_COUNTS = ("distinct", "original")
 
 
 def max_predictions_for(seq_len: int, mask_prob: float) -> int:
@@ -43,8 +49,10 @@ class MaskedBatch:
 
 def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, special_token_ids: torch.Tensor, *,
                 mask_token_id: int, vocab_size: int, mask_prob: float, max_predictions: int,
-                mask_token_share: float = 0.85, random_token_share: float = 0.0) -> MaskedBatch:
-    """Choose round(mask_prob x maskable) positions per row (at least 1, at most max_predictions).
+                mask_token_share: float = 0.85, random_token_share: float = 0.0,
+                masked_count: str = "distinct") -> MaskedBatch:
+    """Choose round(mask_prob x maskable) positions per row (at least 1, at most max_predictions); with
+    `masked_count="original"`, the original's expected number of distinct positions (see MASKED_COUNTS).
 
     Maskable = non-padding and not a special token ([CLS], [SEP], [MASK], [PAD]). Of the chosen positions,
     `mask_token_share` become [MASK], `random_token_share` a uniformly random token, the rest keep their token.
@@ -57,7 +65,16 @@ def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, special_t
     num_slots = min(max_predictions, seq_len)
     maskable = attention_mask.bool() & ~torch.isin(input_ids, special_token_ids)  # (B, L)
     num_maskable = maskable.sum(1)  # (B,)
-    num_to_mask = (num_maskable * mask_prob).round().long().clamp(min=1, max=num_slots).minimum(num_maskable)
+    if masked_count == "original":
+        draws = (attention_mask.sum(1) * mask_prob).round().clamp(min=1, max=num_slots)  # (B,) with replacement
+        m = num_maskable.clamp(min=1).double()
+        expected = m * (1 - (1 - 1 / m) ** draws.double())
+        # Rounded up with probability equal to the fraction, so the mean count is the original's exactly.
+        rounded = expected.floor() + (torch.rand(batch, device=input_ids.device, dtype=torch.float64)
+                                      < expected - expected.floor())
+        num_to_mask = rounded.long().clamp(min=1, max=num_slots).minimum(num_maskable)
+    else:
+        num_to_mask = (num_maskable * mask_prob).round().long().clamp(min=1, max=num_slots).minimum(num_maskable)
     scores = torch.rand(batch, seq_len, device=input_ids.device).masked_fill(~maskable, -1.0)
     positions = scores.topk(num_slots, dim=1, sorted=True).indices  # (B, P), maskable ones first
     weights = torch.arange(num_slots, device=input_ids.device)[None, :] < num_to_mask[:, None]  # (B, P)
@@ -145,7 +162,7 @@ class Electra(nn.Module):
                  special_token_ids: list[int], embedding_sharing: EmbeddingSharing = "tied",
                  mask_prob: float = 0.15, max_predictions: int | None = None, mask_token_share: float = 0.85,
                  random_token_share: float = 0.0, temperature: float = 1.0, gen_weight: float = 1.0,
-                 disc_weight: float = 50.0):
+                 disc_weight: float = 50.0, masked_count: str = "distinct"):
         super().__init__()
         if not 0.0 < mask_prob < 1.0:
             raise ValueError(f"mask_prob must be in (0, 1), got {mask_prob}")
@@ -164,6 +181,7 @@ class Electra(nn.Module):
         self.temperature = temperature
         self.gen_weight = gen_weight
         self.disc_weight = disc_weight
+        self.masked_count = masked_count
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None) -> ElectraOutput:
@@ -173,7 +191,7 @@ class Electra(nn.Module):
         masked = mask_tokens(input_ids, attention_mask, self.special_token_ids, mask_token_id=self.mask_token_id,
                              vocab_size=self.generator.config.vocab_size, mask_prob=self.mask_prob,
                              max_predictions=max_predictions, mask_token_share=self.mask_token_share,
-                             random_token_share=self.random_token_share)
+                             random_token_share=self.random_token_share, masked_count=self.masked_count)
 
         gen_logits = self.generator_logits(masked, attention_mask, token_type_ids)  # (B, P, V)
         weights = masked.weights.float()  # (B, P)
@@ -222,17 +240,38 @@ class Electra(nn.Module):
         }
 
 
-def build_electra(config: ModelConfig, tokenizer: Tokenizer) -> Electra:
-    """The joint module for a model config and a tokenizer (vocabulary size and special tokens by name)."""
+@torch.no_grad()
+def original_init(electra: Electra) -> None:
+    """google-research/electra modeling.py builds `embeddings_project` and the discriminator's final 1-unit layer
+    with tf.layers.dense and no initializer, i.e. Glorot-uniform weights and zero biases (everything else: the
+    truncated normal, std 0.02, that ElectraPreTrainedBase.init_weights uses)."""
+    layers = [electra.discriminator.discriminator_predictions.dense_prediction]
+    layers += [m.electra.embeddings_project for m in (electra.generator, electra.discriminator)
+               if hasattr(m.electra, "embeddings_project")]
+    for layer in layers:
+        nn.init.xavier_uniform_(layer.weight)
+        nn.init.zeros_(layer.bias)
+
+
+def build_electra(config: ModelConfig, tokenizer: Tokenizer, load_pretrained: bool = True) -> Electra:
+    """The joint module for a model config and a tokenizer (vocabulary size and special tokens by name); from the
+    folders of `model.init_from` / `init_discriminator` when set (their weights loaded when `load_pretrained`)."""
     specials = special_token_ids(tokenizer)
     vocab_size = tokenizer.get_vocab_size()
-    generator = ElectraGenerator(config.generator(vocab_size, specials["pad"]), config.attn_implementation)
-    discriminator = ElectraDiscriminator(config.discriminator(vocab_size, specials["pad"]),
-                                         config.attn_implementation)
+    folders = init_folders(config)
+    if folders is not None:
+        generator, discriminator = pretrained_pair(config, tokenizer, folders, load=load_pretrained)
+    else:
+        generator = ElectraGenerator(config.generator(vocab_size, specials["pad"]), config.attn_implementation)
+        discriminator = ElectraDiscriminator(config.discriminator(vocab_size, specials["pad"]),
+                                             config.attn_implementation)
     electra = Electra(generator, discriminator, mask_token_id=specials["mask"],
                       special_token_ids=[specials[name] for name in ("pad", "cls", "sep", "mask")],
                       embedding_sharing=config.embedding_sharing, mask_prob=config.mask_prob,
                       mask_token_share=config.mask_token_share, random_token_share=config.random_token_share,
-                      temperature=config.temperature, gen_weight=config.gen_weight, disc_weight=config.disc_weight)
+                      temperature=config.temperature, gen_weight=config.gen_weight, disc_weight=config.disc_weight,
+                      masked_count=config.masked_count)
+    if config.original_init and folders is None:
+        original_init(electra)
     set_dropout_implementation(electra, config.dropout_implementation)
     return electra

@@ -55,16 +55,18 @@ def config_changes(output_dir: Path, config_yaml: str, allowed: list[str]) -> li
 
 def prepare_tokenizer(config: TokenizerConfig, specs: list[SourceSpec], output_dir: Path,
                       accelerator: Accelerator, seed: int, checkpoint_copy: Path | None,
-                      held_out_share: float = 0.0) -> Tokenizer:
-    """tokenizer.path if given; else the run's own (output_dir/tokenizer), trained on the data the first time.
+                      held_out_share: float = 0.0, pretrained: Path | None = None) -> Tokenizer:
+    """tokenizer.path if given; else the pretrained discriminator folder's; else the run's own
+    (output_dir/tokenizer), trained on the data the first time.
 
     A run tokenizer that is damaged or differs from the newest checkpoint's copy is restored from that copy. A
     tokenizer learnt from (next to) no text, or one that turns the data mostly into [UNK], is an error and is never
     saved in the run folder.
     """
-    if config.path:
-        tokenizer = load_tokenizer(config.path)
-        check_tokenizer_fits(tokenizer, specs, seed, config.max_unknown_share, config.path)
+    if config.path or pretrained:
+        path = config.path or pretrained
+        tokenizer = load_tokenizer(path)
+        check_tokenizer_fits(tokenizer, specs, seed, config.max_unknown_share, str(path))
         return tokenizer
     own = output_dir / "tokenizer"
     with accelerator.main_process_first():

@@ -31,6 +31,7 @@ from electra_pretrain.export import export_models
 from electra_pretrain.objective import build_electra, max_predictions_for
 from electra_pretrain.optim import build_optimizer, build_scheduler, warmup_steps_for
 from electra_pretrain.plot import plot_runs
+from electra_pretrain.pretrained import describe, init_folders
 from electra_pretrain.run_setup import config_changes, prepare_tokenizer, startup_summary
 from electra_pretrain.sources import READ_STATS, documents
 from electra_pretrain.step import LossSpikeGuard, train_step
@@ -132,8 +133,12 @@ class Trainer:
             accelerator.print(f"config change allowed on resume: {change}")
 
         specs, share = config.data.source_specs(), config.data.eval_share
+        folders = init_folders(config.model)
         self.tokenizer = prepare_tokenizer(config.tokenizer, specs, self.output_dir, accelerator, config.seed,
-                                           self.checkpointer.newest_tokenizer(), held_out_share=share)
+                                           self.checkpointer.newest_tokenizer(), held_out_share=share,
+                                           pretrained=folders[0] if folders else None)
+        if folders:
+            accelerator.print(describe(config.model, folders))
         set_seed(config.seed)  # identical initial weights on every process
         model = build_electra(config.model, self.tokenizer)
         if config.data.max_seq_length > model.discriminator.config.max_position_embeddings:
@@ -162,6 +167,7 @@ class Trainer:
         self.dataloader = make_dataloader(self.stream, micro_batch, self.tokenizer.token_to_id("[PAD]"),
                                           config.data.num_workers)
         self.evaluator = self._held_out_evaluator()
+        self.held_out: dict[str, float] = {}
         self.guard = LossSpikeGuard(trainer.loss_spike_factor, accelerator.device)
         self.state = TrainState()
         self._resume()
@@ -259,6 +265,7 @@ class Trainer:
 
     def _evaluate(self) -> dict[str, float]:
         results = self.evaluator(self.accelerator.unwrap_model(self.model))
+        self.held_out = results  # the latest, for the exports' model cards
         self.tracker.log(self.state.step, {f"eval/{k}": v for k, v in results.items()})
         self.accelerator.print(f"eval step {self.state.step}: " + " ".join(f"{k} {v:.4f}" for k, v in results.items()))
         return results
@@ -276,7 +283,9 @@ class Trainer:
             self.accelerator.print(f"curves: {curves} (electra-pretrain plot RUN_DIR ... overlays several runs)")
         if self.config.trainer.export and self.accelerator.is_main_process:
             out = self.output_dir / "export"
-            export_models(self.accelerator.unwrap_model(self.model), self.tokenizer, out, self.config_yaml)
+            provenance = {"step": self.state.step, "tokens": self.state.tokens, "held_out": self.held_out,
+                          "command": " ".join(["python", *sys.argv])}
+            export_models(self.accelerator.unwrap_model(self.model), self.tokenizer, out, self.config_yaml, provenance)
             self.accelerator.print(f"exported {out / 'discriminator'} and {out / 'generator'}")
         self.accelerator.wait_for_everyone()
 

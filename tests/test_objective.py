@@ -215,3 +215,30 @@ def test_tiny_model_overfits_one_batch(sharing, mlm_factor, rtd_factor):
     mlm_end, rtd_end = mean_losses(model, ids, mask)
     assert mlm_end < mlm_start / mlm_factor, (mlm_start, mlm_end)
     assert rtd_end < rtd_start / rtd_factor, (rtd_start, rtd_end)
+
+
+def test_original_masked_count_is_the_expected_distinct_count_of_draws_with_replacement():
+    ids, mask = random_batch(batch=20000, seq_len=64)
+    out = mask_tokens(ids, mask, SPECIALS, mask_token_id=MASK, vocab_size=VOCAB, mask_prob=0.15,
+                      max_predictions=max_predictions_for(64, 0.15), masked_count="original")
+    # [CLS] and two [SEP] per row; GR draws min(max_predictions, round(0.15 x non-pad tokens)) = min(9, 10)
+    maskable, draws = 64 - 3, min(max_predictions_for(64, 0.15), round(0.15 * 64))
+    expected = maskable * (1 - (1 - 1 / maskable) ** draws)  # 8.43 distinct positions, against 9 for "distinct"
+    assert out.weights.sum(1).double().mean().item() == pytest.approx(expected, abs=0.02)
+    chosen = out.input_ids.gather(1, out.positions)[out.weights]
+    assert not torch.isin(out.labels[out.weights], SPECIALS).any() and chosen.numel() > 0
+
+
+def test_original_init_is_glorot_uniform_for_the_projection_and_the_rtd_output():
+    from electra_pretrain.objective import original_init
+
+    electra = tiny_electra()
+    original_init(electra)
+    for layer in (electra.discriminator.discriminator_predictions.dense_prediction,
+                  electra.discriminator.electra.embeddings_project):
+        fan_out, fan_in = layer.weight.shape
+        bound = (6 / (fan_in + fan_out)) ** 0.5
+        assert layer.weight.abs().max().item() <= bound and layer.weight.abs().max().item() > 0.5 * bound
+        assert torch.equal(layer.bias, torch.zeros_like(layer.bias))
+    dense = electra.discriminator.discriminator_predictions.dense.weight  # untouched: truncated normal 0.02
+    assert dense.abs().max().item() <= 0.04

@@ -33,6 +33,12 @@ def test_run_writes_checkpoints_metrics_and_loadable_exports(uninterrupted):
     tok = transformers.ElectraTokenizerFast.from_pretrained(out / "export" / "generator")
     fill = transformers.pipeline("fill-mask", model=gen, tokenizer=tok)
     assert len(fill("the quick brown [MASK] jumps.")) == 5
+    for name in ("discriminator", "generator"):  # shareable: a model card, the config, files others can read
+        folder = out / "export" / name
+        card = (folder / "README.md").read_text()
+        assert card.startswith(f"# ELECTRA {name}") and "| trained | 12 steps" in card
+        assert (folder / "train_config.yaml").read_text() == (out / "config.yaml").read_text()
+        assert all(p.stat().st_mode & 0o044 == 0o044 for p in folder.iterdir())
     # shared embeddings: both exports carry the same copy
     wd = load_file(out / "export" / "discriminator" / "model.safetensors")
     wg = load_file(out / "export" / "generator" / "model.safetensors")
