@@ -1,6 +1,7 @@
-"""The `electra-pretrain` command: tokenizer training, export, replaced-token detection and benchmarks.
+"""The `electra-pretrain` command: training, tokenizer training, export, detection, evaluation, plots, benchmarks.
 
-Training itself is `accelerate launch train.py ...` (Hydra); these are the tools around it.
+`electra-pretrain train <overrides>` is `python train.py <overrides>` from any directory (the configs ship in the
+package); `accelerate launch train.py ...` starts several processes.
 """
 
 from __future__ import annotations
@@ -150,21 +151,27 @@ def cmd_bench_data(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="electra-pretrain", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    train_run = sub.add_parser("train", help="pretrain: the same as `python train.py <overrides>` (Hydra)")
+    train_run.add_argument("overrides", nargs=argparse.REMAINDER, help="Hydra overrides, e.g. model=tiny")
+    train_run.set_defaults(func=cmd_train)
 
     tok = sub.add_parser("tokenizer", help="tokenizer tools").add_subparsers(dest="action", required=True)
     train = tok.add_parser("train", help="train a WordPiece tokenizer on text files")
     train.add_argument("files", nargs="+", help="files, globs or directories")
-    train.add_argument("--vocab-size", type=int, default=30522)
-    train.add_argument("--out", required=True)
+    train.add_argument("--vocab-size", type=int, default=30522, help="tokens in the vocabulary (default 30522)")
+    train.add_argument("--out", required=True, help="the folder to write the tokenizer files to")
     train.add_argument("--cased", action="store_true", help="keep case and accents (default: uncased)")
-    train.add_argument("--document-boundary", default="blank_line", choices=DOCUMENT_BOUNDARIES)
-    train.add_argument("--text-field", default="text")
+    train.add_argument("--document-boundary", default="blank_line", choices=DOCUMENT_BOUNDARIES,
+                       help="text files: a blank line ends a document, or one document per line")
+    train.add_argument("--text-field", default="text", help="json / parquet / csv: the field holding the text")
     train.set_defaults(func=cmd_tokenizer_train)
 
     export = sub.add_parser("export", help="export a resume checkpoint as discriminator/ and generator/")
     export.add_argument("checkpoint", help="output_dir/checkpoints/step_<N>")
-    export.add_argument("--out", required=True)
+    export.add_argument("--out", required=True, help="the folder to write discriminator/ and generator/ to")
     export.set_defaults(func=cmd_export)
 
     detect = sub.add_parser("detect", help="per-token probability of having been replaced")
@@ -187,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="text files (default: the run's, else blank_line)")
     evaluate.add_argument("--format", default=None, choices=FORMATS, help="default: the run's, else by suffix")
     evaluate.add_argument("--text-field", default=None, help="json / parquet / csv (default: the run's, else text)")
-    evaluate.add_argument("--device", default="cuda" if _cuda() else "cpu", choices=["cpu", "cuda"])
+    evaluate.add_argument("--device", default="cuda" if _cuda() else "cpu", choices=["cpu", "cuda"],
+                          help="where to evaluate (default: cuda when available)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.set_defaults(func=cmd_evaluate)
 
@@ -200,32 +208,51 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="time training steps (ours vs a transformers peer), or the data pipeline")
     bench_sub = bench.add_subparsers(dest="target")
     data = bench_sub.add_parser("data", help="tokens/s of the example pipeline")
-    data.add_argument("files", nargs="+")
-    data.add_argument("--document-boundary", default="blank_line", choices=DOCUMENT_BOUNDARIES)
+    data.add_argument("files", nargs="+", help="files, globs or directories")
+    data.add_argument("--document-boundary", default="blank_line", choices=DOCUMENT_BOUNDARIES,
+                      help="text files: a blank line ends a document, or one document per line")
     data.add_argument("--tokenizer", default=None, help="tokenizer folder (default: train one on the files)")
-    data.add_argument("--vocab-size", type=int, default=30522)
-    data.add_argument("--seq-len", type=int, default=128)
-    data.add_argument("--examples", type=int, default=20000)
-    data.add_argument("--json", action="store_true")
+    data.add_argument("--vocab-size", type=int, default=30522, help="when a tokenizer is trained (no --tokenizer)")
+    data.add_argument("--seq-len", type=int, default=128, help="tokens per example")
+    data.add_argument("--examples", type=int, default=20000, help="examples to build and time")
+    data.add_argument("--json", action="store_true", help="print one JSON object")
     data.set_defaults(func=cmd_bench_data)
-    bench.add_argument("--model", default="small", choices=sorted(PRESETS))
-    bench.add_argument("--seq-len", type=int, default=128)
-    bench.add_argument("--batch-size", type=int, default=32)
-    bench.add_argument("--precision", default="no", choices=MIXED_PRECISIONS)
-    bench.add_argument("--device", default="cuda" if _cuda() else "cpu", choices=["cpu", "cuda"])
-    bench.add_argument("--steps", type=int, default=10)
-    bench.add_argument("--warmup", type=int, default=3)
-    bench.add_argument("--compile", action="store_true")
-    bench.add_argument("--no-reference", dest="reference", action="store_false")
+    bench.add_argument("--model", default="small", choices=sorted(PRESETS), help="model preset to time")
+    bench.add_argument("--seq-len", type=int, default=128, help="tokens per sequence")
+    bench.add_argument("--batch-size", type=int, default=32, help="sequences per step")
+    bench.add_argument("--precision", default="no", choices=MIXED_PRECISIONS, help="accelerate mixed precision")
+    bench.add_argument("--device", default="cuda" if _cuda() else "cpu", choices=["cpu", "cuda"],
+                       help="where to time (default: cuda when available)")
+    bench.add_argument("--steps", type=int, default=10, help="timed steps (the median is reported)")
+    bench.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    bench.add_argument("--compile", action="store_true", help="torch.compile the step")
+    bench.add_argument("--no-reference", dest="reference", action="store_false",
+                       help="skip the transformers-built peer")
     bench.add_argument("--ablation", action="store_true",
                        help="time the fast path one change at a time, from a naive step (no reference)")
     bench.add_argument("--default-malloc", dest="keep_freed_memory", action="store_false",
                        help="CPU: leave glibc's allocator as it is in every worker (trainer.keep_freed_memory=false)")
     bench.add_argument("--peak-flops", type=float, default=None, help="peak FLOP/s for MFU (default: measured "
                                                                          "on CPU, data sheet on GPU)")
-    bench.add_argument("--json", action="store_true")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.set_defaults(func=cmd_bench)
     return parser
+
+
+def cmd_train(args) -> None:
+    from electra_pretrain.train import main as train_main
+
+    sys.argv = [f"{sys.argv[0]} train", *args.overrides]  # Hydra reads its overrides from sys.argv
+    train_main()
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("electra-pretrain")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _cuda() -> bool:

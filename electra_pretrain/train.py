@@ -37,7 +37,17 @@ from electra_pretrain.sources import READ_STATS, documents
 from electra_pretrain.step import LossSpikeGuard, train_step
 from electra_pretrain.tracking import IntervalMetrics, Tracker, electra_train_flops_per_token, gpu_peak_flops
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
+
+def config_dir() -> str:
+    """configs/ of a source checkout, else the copy an installed wheel carries (electra_pretrain/configs)."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package.parent / "configs", package / "configs"):
+        if (candidate / "train.yaml").is_file():
+            return str(candidate)
+    raise FileNotFoundError(f"no Hydra configs beside {package} (configs/train.yaml)")
+
+
+CONFIG_DIR = config_dir()
 EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped by a signal after saving; rerun the same command to resume
 
 
@@ -331,3 +341,7 @@ def main() -> None:
     if FAILED_JOBS:
         print(f"error: {len(FAILED_JOBS)} sweep job(s) did not finish: {', '.join(FAILED_JOBS)}", file=sys.stderr)
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

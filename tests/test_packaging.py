@@ -1,0 +1,54 @@
+"""An installed wheel trains from any directory; every command-line option explains itself."""
+
+import argparse
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from electra_pretrain.cli import build_parser
+
+from .runs import ENV, ROOT, overrides
+
+
+@pytest.fixture(scope="module")
+def wheel_site(tmp_path_factory):
+    """The project's wheel, built as pip builds it and unpacked as an installer would lay it out."""
+    folder = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", str(ROOT), "--no-deps", "--no-build-isolation",
+                    "-w", str(folder / "dist")], check=True, capture_output=True, env=ENV, timeout=300)
+    wheel = next((folder / "dist").glob("electra_pretrain-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        archive.extractall(folder / "site")
+    assert "electra_pretrain/configs/train.yaml" in names and "electra_pretrain/configs/model/tiny.yaml" in names
+    return folder / "site"
+
+
+@pytest.mark.parametrize("entry", [("-m", "electra_pretrain.train"), ("-m", "electra_pretrain.cli", "train")],
+                         ids=["module", "cli"])
+def test_the_wheel_trains_from_another_directory(corpus, wheel_site, tmp_path, entry):
+    out = tmp_path / "run"
+    result = subprocess.run([sys.executable, *entry, *overrides(corpus, out, "trainer.max_steps=2")], cwd=tmp_path,
+                            env={**ENV, "PYTHONPATH": str(wheel_site)}, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "export" / "discriminator" / "model.safetensors").is_file()
+    assert "configs" not in {p.name for p in tmp_path.iterdir()}  # nothing borrowed from a checkout
+    version = subprocess.run([sys.executable, "-m", "electra_pretrain.cli", "--version"], cwd=tmp_path, env=ENV,
+                             capture_output=True, text=True)
+    assert version.stdout.startswith("electra-pretrain 0.1")
+
+
+def _options(parser: argparse.ArgumentParser):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _options(sub)
+        elif not isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+            yield parser.prog, action
+
+
+def test_every_command_line_option_has_a_help_line():
+    missing = [f"{prog} {action.dest}" for prog, action in _options(build_parser()) if not action.help]
+    assert not missing
