@@ -36,7 +36,7 @@ from electra_pretrain.config import ModelConfig
 from electra_pretrain.data import Collator
 from electra_pretrain.examples import ExampleBuilder
 from electra_pretrain.modeling import ElectraDiscriminator, ElectraGenerator
-from electra_pretrain.objective import Electra, build_electra
+from electra_pretrain.objective import Electra, build_electra, joint_module
 from electra_pretrain.tokenizer import load_tokenizer, special_token_ids
 
 EVAL_SEED = 0
@@ -216,14 +216,8 @@ def load_target(path: str | Path) -> EvaluationTarget:
         tokenizer = load_tokenizer(path / "discriminator")
         discriminator = ElectraDiscriminator.from_pretrained(path / "discriminator")
         generator = ElectraGenerator.from_pretrained(path / "generator")
-        specials = special_token_ids(tokenizer)
         # Each folder holds its own copy of the shared tables, so the two stay separate here ("none").
-        electra = Electra(generator, discriminator, mask_token_id=specials["mask"],
-                          special_token_ids=[specials[name] for name in ("pad", "cls", "sep", "mask")],
-                          embedding_sharing="none", mask_prob=model_config.mask_prob,
-                          mask_token_share=model_config.mask_token_share,
-                          random_token_share=model_config.random_token_share, temperature=model_config.temperature,
-                          gen_weight=model_config.gen_weight, disc_weight=model_config.disc_weight)
+        electra = joint_module(generator, discriminator, model_config, tokenizer, embedding_sharing="none")
         return EvaluationTarget(discriminator, electra, tokenizer, train_config)
     if (path / "config.json").is_file():
         return EvaluationTarget(ElectraDiscriminator.from_pretrained(path), None, load_tokenizer(path), {})

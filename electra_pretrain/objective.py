@@ -265,13 +265,22 @@ def build_electra(config: ModelConfig, tokenizer: Tokenizer, load_pretrained: bo
         generator = ElectraGenerator(config.generator(vocab_size, specials["pad"]), config.attn_implementation)
         discriminator = ElectraDiscriminator(config.discriminator(vocab_size, specials["pad"]),
                                              config.attn_implementation)
+    electra = joint_module(generator, discriminator, config, tokenizer)
+    if config.original_init and folders is None:
+        original_init(electra)
+    return electra
+
+
+def joint_module(generator: ElectraGenerator, discriminator: ElectraDiscriminator, config: ModelConfig,
+                 tokenizer: Tokenizer, embedding_sharing: EmbeddingSharing | None = None) -> Electra:
+    """`Electra` around two built models with the objective settings of `config` (`embedding_sharing` overrides
+    the config's, e.g. "none" for two exported folders that each hold their own copy of the tables)."""
+    specials = special_token_ids(tokenizer)
     electra = Electra(generator, discriminator, mask_token_id=specials["mask"],
                       special_token_ids=[specials[name] for name in ("pad", "cls", "sep", "mask")],
-                      embedding_sharing=config.embedding_sharing, mask_prob=config.mask_prob,
+                      embedding_sharing=embedding_sharing or config.embedding_sharing, mask_prob=config.mask_prob,
                       mask_token_share=config.mask_token_share, random_token_share=config.random_token_share,
                       temperature=config.temperature, gen_weight=config.gen_weight, disc_weight=config.disc_weight,
                       masked_count=config.masked_count)
-    if config.original_init and folders is None:
-        original_init(electra)
     set_dropout_implementation(electra, config.dropout_implementation)
     return electra
