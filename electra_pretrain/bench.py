@@ -25,7 +25,7 @@ from electra_pretrain.dropout import set_dropout_implementation
 from electra_pretrain.modeling import ElectraDiscriminator, ElectraGenerator, generator_config, preset_config
 from electra_pretrain.objective import Electra, gumbel_sample, max_predictions_for
 from electra_pretrain.optim import build_optimizer, parameter_groups
-from electra_pretrain.step import train_step
+from electra_pretrain.step import LossSpikeGuard, SkipCounts, train_step
 from electra_pretrain.tracking import electra_train_flops_per_token, gpu_peak_flops
 
 # Generator width per preset, as in configs/model/*.yaml.
@@ -174,8 +174,10 @@ def run_worker(variant: Variant, preset: str, seq_len: int, batch_size: int, dev
     model.train()
     batch = synthetic_batch(batch_size, seq_len, disc_config.vocab_size, device)
     if variant.kind == "ours":
+        guard, skips = LossSpikeGuard(10.0, device), SkipCounts(device)
+
         def step():
-            result = train_step(model, [batch], optimizer, scheduler, accelerator, 1.0, 0)
+            result = train_step(model, [batch], optimizer, scheduler, accelerator, 1.0, guard, skips)
             if variant.sync_every_step:
                 result.metrics["loss"].item()
     else:

@@ -4,7 +4,7 @@ intact one on resume.
 `output_dir/checkpoints/step_<N>/` holds everything needed to continue bit-exactly:
   model.safetensors       the joint module (shared tensors stored once)
   optimizer.pt, scheduler.pt, scaler.pt (fp16 only)
-  rng_<rank>.pt, data_<rank>.pt   every process's RNG states and data-stream position
+  rng_<rank>.pt, data_<rank>.pt   every process's RNG states and dataloader state (every worker's stream position)
   config.yaml, tokenizer/ the resolved config and tokenizer, so a checkpoint exports on its own
   trainer_state.json      the loop's state, the process count and a sha256 of every other file (written last)
 A checkpoint is written to `.tmp_step_<N>`, every file and the folder are fsynced, and only then is it renamed;
@@ -51,7 +51,12 @@ class CheckpointDamaged(Exception):
 class Resumed:
     path: Path
     train_state: dict  # TrainState.state_dict() as saved
-    data_state: dict  # this process's ExampleStream.state_dict()
+    num_processes: int  # of the run that saved it
+    data_state: dict | None  # this process's dataloader state; None when the process count changed
+
+    def data_states(self) -> list[dict]:
+        """The dataloader states of every process that saved the checkpoint, by rank."""
+        return [torch.load(self.path / f"data_{rank}.pt", weights_only=True) for rank in range(self.num_processes)]
 
 
 def rng_state() -> dict:
@@ -127,10 +132,14 @@ class Checkpointer:
         # Only the main process writes, so only it needs the folder to itself.
         self.lock = RunLock(output_dir) if accelerator.is_main_process else None
 
+    def due(self, step: int, force: bool) -> bool:
+        """Every `save_every` steps, when forced, or while a save waits for a healthy step."""
+        return force or self.pending or step % self.config.save_every == 0
+
     def should_save(self, step: int, force: bool, healthy: bool) -> bool:
-        """Due every `save_every` steps or when forced; a save that falls on an unhealthy step (a loss spike: the
-        weights may be garbage) waits for the next healthy one, so spiking weights never become a checkpoint."""
-        due = force or self.pending or step % self.config.save_every == 0
+        """Due (see `due`) and healthy: a save that falls on a skipped step (a loss spike) waits for the next
+        applied one, so a checkpoint is never taken right after an update was refused."""
+        due = self.due(step, force)
         self.pending = due and not healthy
         return due and healthy
 
@@ -225,9 +234,6 @@ class Checkpointer:
             moved = sum(saved.get(token) != index for token, index in ours.items())
             raise CheckpointMismatch(f"{checkpoint}: trained with another tokenizer ({len(saved)} tokens; this run's "
                                      f"has {len(ours)}, {moved} of them with a different or no id there)")
-        if state["num_processes"] != accelerator.num_processes:
-            raise CheckpointMismatch(f"{checkpoint}: saved by {state['num_processes']} processes, resuming with "
-                                     f"{accelerator.num_processes}; the data position cannot be carried over")
         device = accelerator.device if accelerator.device.type != "cpu" else "cpu"  # torch.load refuses "cpu:0"
         # Read to CPU; load_state_dict copies into the parameters wherever they live.
         load_model(accelerator.unwrap_model(model), str(checkpoint / "model.safetensors"), strict=True)
@@ -235,10 +241,12 @@ class Checkpointer:
         scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", weights_only=True))
         if accelerator.scaler is not None:
             accelerator.scaler.load_state_dict(torch.load(checkpoint / "scaler.pt", weights_only=True))
+        if state["num_processes"] != accelerator.num_processes:  # the caller re-seeds and re-deals the data
+            return Resumed(checkpoint, state["train_state"], state["num_processes"], None)
         rank = accelerator.process_index
         set_rng_state(torch.load(checkpoint / f"rng_{rank}.pt", weights_only=True))
         data_state = torch.load(checkpoint / f"data_{rank}.pt", weights_only=True)
-        return Resumed(checkpoint, state["train_state"], data_state)
+        return Resumed(checkpoint, state["train_state"], state["num_processes"], data_state)
 
     def newest_tokenizer(self) -> Path | None:
         """The tokenizer copy of the newest checkpoint, to restore a damaged run tokenizer from."""

@@ -107,15 +107,16 @@ class DataConfig:
     sources: list[SourceSpec] = field(default_factory=list)  # a weighted mixture, instead of files / hub
     max_seq_length: int = 128
     shuffle_buffer: int = 1000  # examples
-    num_workers: int = 0  # > 0 parallelises reading but the stream position is then not checkpointed
+    num_workers: int | None = None  # dataloader workers per process; None: from the CPU count on GPU, 0 on CPU
+    prefetch_factor: int = 2  # batches each worker builds ahead
     eval_files: list[str] = field(default_factory=list)  # held-out text for evaluation (same format as files)
     eval_share: float = 0.0  # or: this share of the training documents is held out (by text hash), never trained on
 
     def __post_init__(self) -> None:
         if self.max_seq_length < 8:
             raise ValueError(f"data.max_seq_length must be >= 8, got {self.max_seq_length}")
-        if self.num_workers < 0 or self.shuffle_buffer < 0:
-            raise ValueError("data.num_workers and data.shuffle_buffer must be >= 0")
+        if (self.num_workers or 0) < 0 or self.shuffle_buffer < 0 or self.prefetch_factor < 1:
+            raise ValueError("data.num_workers and data.shuffle_buffer must be >= 0, data.prefetch_factor >= 1")
         if self.sources and (self.files or self.hub):
             raise ValueError("data: give either data.sources or data.files / data.hub, not both")
         if not 0.0 <= self.eval_share < 1.0:

@@ -25,7 +25,14 @@ from tqdm.auto import tqdm
 from electra_pretrain.allocator import keep_freed_memory
 from electra_pretrain.checkpoint import Checkpointer
 from electra_pretrain.config import TrainConfig, check_known_keys, register_configs
-from electra_pretrain.data import STOP_SIGNALS, ExampleStream, StreamConfig, make_dataloader
+from electra_pretrain.data import (
+    STOP_SIGNALS,
+    ExampleStream,
+    StreamConfig,
+    default_num_workers,
+    make_dataloader,
+    stream_states,
+)
 from electra_pretrain.evaluate import EVAL_SEED, Evaluator, held_out_batches
 from electra_pretrain.export import export_models
 from electra_pretrain.objective import build_electra, max_predictions_for
@@ -34,7 +41,7 @@ from electra_pretrain.plot import plot_runs
 from electra_pretrain.pretrained import describe, init_folders
 from electra_pretrain.run_setup import config_changes, prepare_tokenizer, startup_summary
 from electra_pretrain.sources import READ_STATS, documents
-from electra_pretrain.step import LossSpikeGuard, train_step
+from electra_pretrain.step import LossSpikeGuard, SkipCounts, train_step
 from electra_pretrain.tracking import IntervalMetrics, Tracker, electra_train_flops_per_token, gpu_peak_flops
 
 
@@ -67,9 +74,13 @@ class StopFlag:
             raise KeyboardInterrupt
         self.requested = True
 
-    def agreed(self, accelerator: Accelerator) -> bool:
+    def agreed(self, accelerator: Accelerator, may_sync: bool) -> bool:
+        """Whether every process stops now. One process reads its flag every step; several agree (an all-reduce,
+        a host sync) only at steps where `may_sync`, the log steps, so a stop waits up to trainer.log_every steps."""
         if accelerator.num_processes == 1:
             return self.requested
+        if not may_sync:
+            return False
         flag = torch.tensor(float(self.requested), device=accelerator.device)
         return bool(accelerator.reduce(flag, "max") > 0)
 
@@ -93,18 +104,7 @@ class TrainState:
     tokens: int = 0  # non-pad tokens seen by all processes
     fp16_skips: int = 0
     spike_skips: int = 0
-    skips_in_a_row: int = 0
     loss_guard: dict | None = None
-
-    def count(self, skipped: str | None, max_in_a_row: int) -> None:
-        self.step += 1
-        self.fp16_skips += skipped == "fp16_overflow"
-        self.spike_skips += skipped == "loss_spike"
-        self.skips_in_a_row = self.skips_in_a_row + 1 if skipped else 0
-        if self.skips_in_a_row > max_in_a_row:
-            raise FloatingPointError(f"step {self.step}: {self.skips_in_a_row} skipped steps in a row (last: "
-                                     f"{skipped}); the run cannot recover (try bf16, a lower lr or an earlier "
-                                     "checkpoint with trainer.resume_from=step_<N>)")
 
     def state_dict(self) -> dict:
         return asdict(self)
@@ -174,11 +174,17 @@ class Trainer:
                                     self.tokenizer,
                                     StreamConfig(config.data.max_seq_length, config.data.shuffle_buffer, config.seed),
                                     accelerator.process_index, accelerator.num_processes)
+        workers = config.data.num_workers
+        self.num_workers = default_num_workers(accelerator.device) if workers is None else workers
+        cuda = accelerator.device.type == "cuda"
         self.dataloader = make_dataloader(self.stream, micro_batch, self.tokenizer.token_to_id("[PAD]"),
-                                          config.data.num_workers)
+                                          self.num_workers, pin_memory=cuda,
+                                          prefetch_factor=config.data.prefetch_factor)
         self.evaluator = self._held_out_evaluator()
         self.held_out: dict[str, float] = {}
         self.guard = LossSpikeGuard(trainer.loss_spike_factor, accelerator.device)
+        self.skips = SkipCounts(accelerator.device)
+        self.checked_step = 0  # the step at which the skip counts were last read
         self.state = TrainState()
         self._resume()
         if accelerator.is_main_process:  # only now that start-up succeeded: a failed start never blocks a rerun
@@ -202,16 +208,27 @@ class Trainer:
 
     def _resume(self) -> None:
         resumed = self.checkpointer.resume(self.model, self.optimizer, self.scheduler, self.tokenizer)
-        if resumed is not None:
-            self.state.load_state_dict(resumed.train_state)
-            if self.state.loss_guard is not None:
-                self.guard.load_state_dict(self.state.loss_guard)
-            if self.config.data.num_workers == 0:
-                self.stream.load_state_dict(resumed.data_state)
-            self.accelerator.print(f"resumed from {resumed.path} at step {self.state.step}")
-        if self.config.data.num_workers > 0:
-            self.accelerator.print(f"note: data.num_workers={self.config.data.num_workers}: the data position is not "
-                                   "checkpointed; a resumed run reads its data afresh")
+        if resumed is None:
+            return
+        self.state.load_state_dict(resumed.train_state)
+        if self.state.loss_guard is not None:
+            self.guard.load_state_dict(self.state.loss_guard)
+        self.checked_step = self.state.step
+        layout = (self.accelerator.num_processes, max(1, self.num_workers))
+        saved = (resumed.num_processes, len(stream_states(resumed.data_state or resumed.data_states()[0])))
+        if resumed.data_state is not None and saved == layout:
+            self.dataloader.load_state_dict(resumed.data_state)  # bit-exact
+        else:
+            old = [slot for state in resumed.data_states() for slot in stream_states(state)]
+            self.stream.resume_elsewhere(old)
+            if resumed.data_state is None:  # another process count: the saved RNG states belong to other ranks
+                set_seed(self.config.seed + self.state.step, device_specific=True)
+            self.accelerator.print(
+                f"data: resuming {saved[0]} process(es) x {saved[1]} reader(s) on {layout[0]} x {layout[1]}: every "
+                "document already read is skipped and the examples built but not yet used are dealt out again, so "
+                "nothing is repeated or left out; the order of examples (and masking) differs from an "
+                "uninterrupted run")
+        self.accelerator.print(f"resumed from {resumed.path} at step {self.state.step}")
 
     def run(self) -> int:
         """Train, then release the run folder and the tracker whatever happened; returns the exit code."""
@@ -231,20 +248,26 @@ class Trainer:
         self.model.train()
         stopping = False
         while state.step < config.max_steps and not stopping:
+            state.step += 1
             micro = [{k: v.to(accelerator.device, non_blocking=True) for k, v in next(batches).items()}
                      for _ in range(self.accumulation)]
             result = train_step(self.model, micro, self.optimizer, self.scheduler, accelerator,
-                                self.config.optim.max_grad_norm, state.step + 1, self.guard, config.loss_spike_action)
-            state.count(result.skipped, config.max_skips_in_a_row)
+                                self.config.optim.max_grad_norm, self.guard, self.skips)
             self.metrics.add(result)
             self.progress.update(1)
             last = state.step == config.max_steps
-            if self.metrics.should_log(state.step, last):
+            log_due = self.metrics.should_log(state.step, last)
+            eval_due = self.evaluator is not None and (last or (config.eval_every
+                                                                and state.step % config.eval_every == 0))
+            # A step that neither logs, evaluates nor saves makes no host sync; the others read the skip counts.
+            stopping = stop.agreed(accelerator, may_sync=log_due)
+            save_due = self.checkpointer.due(state.step, force=last or stopping)
+            healthy = self._check_skips() if log_due or eval_due or save_due else True
+            if log_due:
                 self._log()
-            if self.evaluator is not None and (last or (config.eval_every and state.step % config.eval_every == 0)):
+            if eval_due:
                 self._evaluate()
-            stopping = stop.agreed(accelerator)
-            if self.checkpointer.should_save(state.step, last or stopping, healthy=result.skipped != "loss_spike"):
+            if self.checkpointer.should_save(state.step, last or stopping, healthy):
                 self._save()
         self.progress.close()
         if stopping:
@@ -254,6 +277,36 @@ class Trainer:
         else:
             self._finish()
         return EXIT_STOPPED if stopping else 0
+
+    def _check_skips(self) -> bool:
+        """Read the updates skipped since the last check (one host sync) and act on them; returns whether the
+        latest step was applied (a checkpoint is never taken on a skipped step)."""
+        config, state = self.config.trainer, self.state
+        counts, longest, current = self.skips.read()
+        since, self.checked_step = self.checked_step + 1, state.step
+        steps = f"step {state.step}" if since == state.step else f"steps {since}-{state.step}"
+        if counts["non_finite"] and self.accelerator.scaler is None:
+            raise FloatingPointError(f"{steps}: {counts['non_finite']} step(s) with a non-finite loss or gradient "
+                                     "norm; their updates were skipped, so the weights stay finite; stopped (try "
+                                     "bf16, a lower lr or an earlier checkpoint with trainer.resume_from=step_<N>)")
+        if counts["loss_spike"]:
+            message = (f"{steps}: {counts['loss_spike']} loss spike(s) over {self.guard.factor:g} x the running mean "
+                       f"loss {float(self.guard.mean):.4g}")
+            if config.loss_spike_action == "stop":
+                raise FloatingPointError(f"{message}; stopped, the spiking updates not applied "
+                                         "(trainer.loss_spike_action)")
+            self.accelerator.print(f"{message}; updates skipped")
+        if longest > config.max_skips_in_a_row:
+            raise FloatingPointError(f"{steps}: {longest} skipped steps in a row ({counts}); the run cannot recover "
+                                     "(try bf16, a lower lr or an earlier checkpoint with "
+                                     "trainer.resume_from=step_<N>)")
+        if any(counts.values()):
+            resync = getattr(getattr(self.optimizer, "optimizer", None), "resync_step_count", None)
+            if resync is not None:
+                resync()
+        state.fp16_skips += counts["fp16_overflow"]
+        state.spike_skips += counts["loss_spike"]
+        return current == 0
 
     def _log(self) -> None:
         record, tokens = self.metrics.reduce(self.accelerator)
@@ -282,7 +335,7 @@ class Trainer:
 
     def _save(self) -> None:
         self.state.loss_guard = self.guard.state_dict()
-        self.checkpointer.save(self.state.step, self.model, self.optimizer, self.scheduler, self.stream.state_dict(),
+        self.checkpointer.save(self.state.step, self.model, self.optimizer, self.scheduler, self.dataloader.state_dict(),
                                self.state.state_dict(), self.config_yaml, self.tokenizer)
 
     def _finish(self) -> None:
@@ -304,6 +357,7 @@ class Trainer:
             self.progress.close()  # before any error line, so that the line stands on its own
         self.tracker.finish()
         self.checkpointer.close()
+        self.dataloader = None  # its workers stop with the iterator it holds (else they would outlive the run)
         self.accelerator.end_training()
 
 

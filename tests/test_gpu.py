@@ -36,7 +36,7 @@ def test_sdpa_matches_eager_on_gpu():
 def test_mixed_precision_steps_are_finite_and_learn(precision):
     from accelerate import Accelerator
 
-    from electra_pretrain.step import train_step
+    from electra_pretrain.step import LossSpikeGuard, SkipCounts, train_step
 
     if precision == "bf16" and not torch.cuda.is_bf16_supported():
         pytest.skip("no bf16 on this GPU")
@@ -48,8 +48,9 @@ def test_mixed_precision_steps_are_finite_and_learn(precision):
     model, optimizer = accelerator.prepare(model, optimizer)
     b = batch()
     losses = []
-    for step in range(30):
-        result = train_step(model, [b], optimizer, scheduler, accelerator, 1.0, step)
+    guard, skips = LossSpikeGuard(10.0, accelerator.device), SkipCounts(accelerator.device)
+    for _ in range(30):
+        result = train_step(model, [b], optimizer, scheduler, accelerator, 1.0, guard, skips)
         losses.append(result.metrics["loss"].item())
     assert all(torch.isfinite(torch.tensor(losses)))
     assert losses[-1] < losses[0]

@@ -21,7 +21,7 @@ from electra_pretrain.config import TrainerConfig
 from electra_pretrain.modeling import ElectraDiscriminator, ElectraGenerator
 from electra_pretrain.objective import Electra
 from electra_pretrain.run_lock import RunLock
-from electra_pretrain.step import LossSpikeGuard, train_step
+from electra_pretrain.step import LossSpikeGuard, SkipCounts, train_step
 from electra_pretrain.tokenizer import SPECIAL_TOKENS, load_tokenizer, train_tokenizer
 from electra_pretrain.wordpiece_trainer import count_words, learn_vocabulary
 
@@ -246,21 +246,42 @@ def test_non_finite_weights_are_never_checkpointed(tmp_path):
     assert not (tmp_path / "checkpoints").exists()
 
 
-def test_a_loss_spike_is_skipped_or_stops_before_the_update():
+@pytest.mark.parametrize("implementation", ["fused", "foreach"])  # skipped on the device, or after a sync
+def test_a_loss_spike_or_a_non_finite_step_leaves_weights_and_moments_untouched(implementation):
     from accelerate import Accelerator
 
+    from electra_pretrain.config import OptimConfig
+    from electra_pretrain.optim import build_optimizer
+
     model = _tiny_electra()
-    optimizer = torch.optim.AdamW(model.parameters())
+    optimizer = build_optimizer(model, OptimConfig(implementation=implementation), torch.device("cpu"))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
-    guard = LossSpikeGuard(factor=2.0, device=torch.device("cpu"), warmup=1)
-    guard.accept(torch.tensor(1.0))  # running mean 1; a fresh model's loss is about 40
+    guard, skips = LossSpikeGuard(factor=2.0, device=torch.device("cpu"), warmup=1), SkipCounts(torch.device("cpu"))
+    guard.accept(torch.tensor(1.0), torch.tensor(True))  # running mean 1; a fresh model's loss is about 40
     before = {k: v.clone() for k, v in model.state_dict().items()}
     batch = {"input_ids": torch.randint(5, 40, (2, 12)), "attention_mask": torch.ones(2, 12, dtype=torch.long)}
-    result = train_step(model, [batch], optimizer, scheduler, Accelerator(cpu=True), 1.0, 5, guard, "skip")
-    assert result.skipped == "loss_spike" and not optimizer.state
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    with pytest.raises(FloatingPointError, match=r"step 5: loss .* is over 2 x its running mean 1"):
-        train_step(model, [batch], optimizer, scheduler, Accelerator(cpu=True), 1.0, 5, guard, "stop")
+    train_step(model, [batch], optimizer, scheduler, Accelerator(cpu=True), 1.0, guard, skips)
+    with torch.no_grad():
+        model.discriminator.discriminator_predictions.dense.weight[0, 0] = float("nan")
+    before_nan = {k: v.clone() for k, v in model.state_dict().items()}
+    train_step(model, [batch], optimizer, scheduler, Accelerator(cpu=True), 1.0, guard, skips)
+    assert skips.read() == ({"non_finite": 1, "loss_spike": 1, "fp16_overflow": 0}, 2, 2)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], before_nan[k]) for k in before if k != "discriminator."
+               "discriminator_predictions.dense.weight")
+    assert all(torch.equal(before_nan[k], after[k]) or torch.isnan(after[k]).any() for k in after)
+    for state in optimizer.state.values():  # no moment moved, no step counted
+        assert int(state["step"]) == 0 and not state["exp_avg"].any() and not state["exp_avg_sq"].any()
+    assert guard.state_dict() == {"mean": 1.0, "accepted": 1}
+
+
+def test_loss_spikes_stop_the_run_at_the_next_check_when_asked(corpus, tmp_path):
+    out = tmp_path / "spiky"
+    error = one_line_error(train(overrides(corpus, out, "trainer.loss_spike_factor=0.5",
+                                           "trainer.loss_spike_action=stop", "trainer.max_steps=12",
+                                           "trainer.log_every=4"), check=False))
+    assert re.match(r"error: steps 1-4: 3 loss spike\(s\) over 0.5 x the running mean loss .*; stopped", error), error
+    assert not list((out / "checkpoints").glob("step_*"))
 
 
 def test_a_blown_up_run_stops_without_checkpointing_garbage(corpus, tmp_path):
