@@ -6,7 +6,6 @@ allocator's peak, on CPU the child's peak RSS minus its RSS before the model was
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import statistics
@@ -301,8 +300,10 @@ def bench_ablation(args) -> list[dict]:
 
 
 def bench_data(files: list[str], document_boundary: str, tokenizer_path: str | None, vocab_size: int,
-               seq_len: int, examples: int) -> dict:
-    from electra_pretrain.data import ExampleStream, StreamConfig
+               seq_len: int, examples: int, workers: list[int], batch_size: int = 128) -> dict:
+    """Tokens/s of the training data path (documents -> examples -> padded batches through the trainer's
+    dataloader), for each worker count, in one run; ratios against the first."""
+    from electra_pretrain.data import ExampleStream, StreamConfig, make_dataloader
     from electra_pretrain.sources import SourceSpec, documents
     from electra_pretrain.tokenizer import load_tokenizer, train_tokenizer
 
@@ -312,14 +313,23 @@ def bench_data(files: list[str], document_boundary: str, tokenizer_path: str | N
     else:
         tokenizer = train_tokenizer((r["text"] for r in documents(specs, 0)), vocab_size=vocab_size,
                                     show_progress=False)
-    stream = ExampleStream(lambda epoch: documents(specs, seed=epoch), tokenizer, StreamConfig(seq_len))
-    start = time.perf_counter()
-    tokens = 0
-    for example in itertools.islice(stream, examples):
-        tokens += len(example.input_ids)
-    elapsed = time.perf_counter() - start
-    return {"examples": examples, "tokens": tokens, "seconds": elapsed, "tokens_per_s": tokens / elapsed,
-            "padding_share": 1 - tokens / (examples * seq_len), "threads": torch.get_num_threads()}
+    rows = []
+    for count in workers:
+        stream = ExampleStream(lambda epoch: documents(specs, seed=epoch), tokenizer, StreamConfig(seq_len))
+        loader = iter(make_dataloader(stream, batch_size, tokenizer.token_to_id("[PAD]"), count))
+        next(loader)  # workers started and their buffers filled: time the steady state
+        start = time.perf_counter()
+        tokens = 0
+        for _ in range(max(1, examples // batch_size)):
+            tokens += int(next(loader)["attention_mask"].sum())
+        elapsed = time.perf_counter() - start
+        del loader
+        rows.append({"num_workers": count, "examples": max(1, examples // batch_size) * batch_size,
+                     "tokens": tokens, "seconds": elapsed, "tokens_per_s": tokens / elapsed,
+                     "padding_share": 1 - tokens / (max(1, examples // batch_size) * batch_size * seq_len)})
+    for row in rows:
+        row["ratio"] = row["tokens_per_s"] / rows[0]["tokens_per_s"]
+    return {"rows": rows, "threads": torch.get_num_threads(), "cpus": os.cpu_count()}
 
 
 if __name__ == "__main__":

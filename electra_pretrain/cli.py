@@ -140,13 +140,16 @@ def cmd_bench_ablation(args, rows: list[dict]) -> None:
 def cmd_bench_data(args) -> None:
     from electra_pretrain.bench import bench_data
 
+    workers = [int(w) for w in args.workers.split(",")]
     result = bench_data(args.files, args.document_boundary, args.tokenizer, args.vocab_size, args.seq_len,
-                        args.examples)
+                        args.examples, workers)
     if args.json:
         print(json.dumps(result))
-    else:
-        print(f"data: {result['tokens_per_s']:.0f} tokens/s per process ({result['examples']} examples, "
-              f"{result['seconds']:.1f} s), padding share {result['padding_share']:.2%}")
+        return
+    for row in result["rows"]:
+        print(f"data, {row['num_workers']} worker(s): {row['tokens_per_s']:.0f} tokens/s per process "
+              f"(x{row['ratio']:.2f}; {row['examples']} examples, {row['seconds']:.1f} s), padding share "
+              f"{row['padding_share']:.2%}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -215,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--vocab-size", type=int, default=30522, help="when a tokenizer is trained (no --tokenizer)")
     data.add_argument("--seq-len", type=int, default=128, help="tokens per example")
     data.add_argument("--examples", type=int, default=20000, help="examples to build and time")
+    data.add_argument("--workers", default="0,1,2", help="dataloader worker counts to time, comma-separated")
     data.add_argument("--json", action="store_true", help="print one JSON object")
     data.set_defaults(func=cmd_bench_data)
     bench.add_argument("--model", default="small", choices=sorted(PRESETS), help="model preset to time")

@@ -24,6 +24,9 @@ from electra_pretrain.tracking import BACKENDS, WANDB_MODES
 MIXED_PRECISIONS = ("no", "fp16", "bf16")  # accelerate's mixed_precision values this trainer supports
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+
+
 def check_choice(key: str, value, choices) -> None:
     if value not in choices:
         raise ValueError(f"{key}={value!r}; choose one of {', '.join(map(str, choices))}")
@@ -186,7 +189,8 @@ class TrainerConfig:
     global_batch_size: int = 128  # sequences per optimizer step, over all processes
     micro_batch_size: int | None = None  # per process and forward pass; None: global / processes
     mixed_precision: str = "no"  # no | fp16 | bf16
-    compile: bool = False  # torch.compile the joint module
+    compile: bool = False  # torch.compile the joint module (inductor, static shapes); docs/scaling.md has figures
+    compile_mode: str = "default"  # default | reduce-overhead (CUDA graphs: small models on GPU) | max-autotune
     keep_freed_memory: bool = True  # on CPU: glibc keeps freed blocks for the next step (allocator.py)
     save_every: int = 1000  # optimizer steps; a checkpoint is also written at the end
     keep_last: int = 3  # resume checkpoints kept
@@ -206,6 +210,7 @@ class TrainerConfig:
     def __post_init__(self) -> None:
         check_choice("trainer.mixed_precision", self.mixed_precision, MIXED_PRECISIONS)
         check_choice("trainer.loss_spike_action", self.loss_spike_action, SPIKE_ACTIONS)
+        check_choice("trainer.compile_mode", self.compile_mode, COMPILE_MODES)
         if self.loss_spike_factor < 0 or 0 < self.loss_spike_factor <= 1:
             raise ValueError(f"trainer.loss_spike_factor must be 0 (off) or > 1, got {self.loss_spike_factor}")
         for name in ("max_steps", "global_batch_size", "save_every", "keep_last", "log_every"):

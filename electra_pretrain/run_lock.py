@@ -1,4 +1,6 @@
-"""One writer per run folder: an exclusive `fcntl` lock on `output_dir/.lock`, held for the whole run.
+"""One writer per run folder: an exclusive POSIX record lock (`fcntl.lockf`) on `output_dir/.lock`, held for the
+whole run. Unlike `flock`, it is not shared with forked children, so a dataloader worker that outlives a killed
+trainer for a few seconds does not keep the folder locked.
 
 Two runs in one folder would interleave metrics.jsonl and remove each other's checkpoints; the second one is refused
 at start-up, naming the holder. The operating system drops the lock when its process dies, however it dies, so a
@@ -21,8 +23,8 @@ class RunLock:
         self.path = output_dir / LOCK_FILE
         self._file = open(self.path, "a+")
         try:
-            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.lockf(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # EAGAIN or EACCES, by platform
             self._file.seek(0)
             holder = self._file.read().strip() or "another process"
             self._file.close()
@@ -35,5 +37,5 @@ class RunLock:
 
     def release(self) -> None:
         if not self._file.closed:
-            fcntl.flock(self._file, fcntl.LOCK_UN)
+            fcntl.lockf(self._file, fcntl.LOCK_UN)
             self._file.close()

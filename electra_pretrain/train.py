@@ -16,7 +16,7 @@ from pathlib import Path
 import hydra
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import TorchDynamoPlugin, set_seed
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -119,8 +119,10 @@ class Trainer:
         self.config, self.config_yaml = config, config_yaml
         trainer = config.trainer
         # Accelerator reads the launcher's environment (ACCELERATE_USE_CPU, torchrun's ranks, the accelerate config).
-        self.accelerator = accelerator = Accelerator(mixed_precision=trainer.mixed_precision,
-                                                     dynamo_backend="inductor" if trainer.compile else "no")
+        # Static shapes: every batch is padded to max_seq_length, so one graph serves the whole run.
+        dynamo = TorchDynamoPlugin(backend="inductor", mode=trainer.compile_mode, dynamic=False) \
+            if trainer.compile else None
+        self.accelerator = accelerator = Accelerator(mixed_precision=trainer.mixed_precision, dynamo_plugin=dynamo)
         if accelerator.device.type == "cpu" and trainer.mixed_precision == "fp16":
             raise ValueError("trainer.mixed_precision=fp16 needs a GPU; on CPU use bf16 or no")
         if accelerator.device.type == "cpu" and trainer.keep_freed_memory and not keep_freed_memory():

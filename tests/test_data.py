@@ -8,6 +8,7 @@ import logging
 import random
 import re
 import tracemalloc
+from collections import Counter
 
 import datasets
 import pytest
@@ -213,3 +214,31 @@ def test_two_ranks_see_disjoint_examples_covering_the_input(tok, tmp_path, num_f
     assert seen[0] and seen[1] and seen[0].isdisjoint(seen[1]) and seen[0] | seen[1] == all_docs
     builder = ExampleBuilder(tok, L, random.Random(0))
     assert tokens == sum(len(u) for t in texts(spec) for u in builder.tokenize_units(t))
+
+
+
+def content_tokens(tok, example) -> list[int]:
+    special = {tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")}
+    return [i for i in example.input_ids if i not in special]
+
+
+@pytest.mark.parametrize("new_world", [1, 3])
+def test_resuming_on_another_number_of_slots_reads_every_token_once(tok, tmp_path, new_world):
+    files = [str(write_blank_line_corpus(tmp_path / f"{i}.txt", 5, 12, first_doc=10 * i)) for i in range(3)]
+    spec = SourceSpec(files=files)
+    builder = ExampleBuilder(tok, L, random.Random(0))
+    everything = Counter(i for t in texts(spec) for unit in builder.tokenize_units(t) for i in unit)
+    seen, old_states = Counter(), []
+    for rank, taken in ((0, 9), (1, 4)):  # two old processes, cut at different points of the epoch
+        stream = make_stream(tok, spec, rank=rank, world_size=2, buffer=5)
+        for example in itertools.islice(stream, taken):
+            seen.update(content_tokens(tok, example))
+        old_states.append(torch.load(_roundtrip(stream.state_dict(), tmp_path), weights_only=True))
+    for rank in range(new_world):
+        stream = make_stream(tok, spec, rank=rank, world_size=new_world, buffer=5)
+        stream.resume_elsewhere(old_states)
+        for example in stream:
+            if stream._epoch:  # the first example of the next epoch
+                break
+            seen.update(content_tokens(tok, example))
+    assert seen == everything  # nothing read twice, nothing left out

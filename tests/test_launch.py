@@ -35,3 +35,18 @@ def test_slurm_script_renders_the_launch_and_requeues_after_the_trainer_saved(tm
                  "--main_process_ip node7", "train.py experiment=electra_base"):
         assert part in calls[0], part
     assert calls[1:] == ["step got SIGTERM", "scontrol requeue 4242"]  # requeued only after the step saved
+
+
+def test_accelerate_configs_start_what_they_say():
+    """Each accelerate config, read by accelerate's own launch validation: the launcher and process count it picks.
+    (The GPU ones run on GPU machines only; launch/cpu.sh runs in test_train's multi-process test.)"""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+
+    expected = {"single_gpu.yaml": (False, 1), "multi_gpu.yaml": (True, 8), "multi_node.yaml": (True, 16)}
+    found = {p.name for p in (ROOT / "launch" / "accelerate").glob("*.yaml")}
+    assert found == set(expected)
+    for name, (multi_gpu, processes) in expected.items():
+        args = launch_command_parser().parse_args(["--config_file", str(ROOT / "launch" / "accelerate" / name),
+                                                   "train.py"])
+        args, _, _ = _validate_launch_command(args)
+        assert (bool(args.multi_gpu), args.num_processes, bool(args.cpu)) == (multi_gpu, processes, False), name

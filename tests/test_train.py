@@ -1,10 +1,13 @@
 """The trainer end to end: config validation, exact resume after SIGKILL / SIGTERM, two CPU processes, exports."""
 
 import json
+import math
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +18,7 @@ from electra_pretrain.optim import lr_multiplier, parameter_groups
 from electra_pretrain.tokenizer import MIN_VOCAB_SIZE
 
 from .fixtures import tiny_config
-from .runs import ENV, ROOT, TORCHRUN, assert_same_exports, losses, overrides, train
+from .runs import ENV, ROOT, assert_same_exports, losses, metrics, overrides, train
 
 
 def test_run_writes_checkpoints_metrics_and_loadable_exports(uninterrupted):
@@ -45,10 +48,7 @@ def test_run_writes_checkpoints_metrics_and_loadable_exports(uninterrupted):
     assert torch.equal(wd["electra.embeddings.word_embeddings.weight"], wg["electra.embeddings.word_embeddings.weight"])
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
-def test_killed_run_resumes_bit_exactly(corpus, uninterrupted, tmp_path, sig):
-    out = tmp_path / "killed"
-    args = overrides(corpus, out)
+def kill_after_first_checkpoint(args: list[str], out: Path, sig: int) -> int:
     child = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=ENV,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -56,7 +56,14 @@ def test_killed_run_resumes_bit_exactly(corpus, uninterrupted, tmp_path, sig):
         assert child.poll() is None and time.time() < deadline, "run ended before its first checkpoint"
         time.sleep(0.02)
     child.send_signal(sig)
-    code = child.wait(60)
+    return child.wait(60)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_run_resumes_bit_exactly(corpus, uninterrupted, tmp_path, sig):
+    out = tmp_path / "killed"
+    args = overrides(corpus, out)
+    code = kill_after_first_checkpoint(args, out, sig)
     if sig == signal.SIGTERM:
         assert code == 75  # saved and exited cleanly, with the code that asks a scheduler to requeue
     assert not (out / "export").exists()  # it did not get to the end
@@ -64,6 +71,16 @@ def test_killed_run_resumes_bit_exactly(corpus, uninterrupted, tmp_path, sig):
     assert "resumed from" in resumed.stdout + resumed.stderr
     assert losses(out) == losses(uninterrupted)  # bit-identical per-step losses
     assert_same_exports(out, uninterrupted)
+
+
+def test_killed_run_with_two_data_workers_resumes_bit_exactly(corpus, tmp_path):
+    reference, out = tmp_path / "reference", tmp_path / "killed"
+    train(overrides(corpus, reference, "data.num_workers=2"))
+    args = overrides(corpus, out, "data.num_workers=2")
+    kill_after_first_checkpoint(args, out, signal.SIGKILL)
+    assert "resumed from" in train(args).stdout
+    assert losses(out) == losses(reference)
+    assert_same_exports(out, reference)
 
 
 def test_unreadable_checkpoint_falls_back_to_previous(corpus, uninterrupted, tmp_path):
@@ -121,20 +138,30 @@ def test_missing_data_is_named(tmp_path):
     assert result.returncode != 0 and "nothing*.txt' matches no file" in result.stderr
 
 
-def test_two_cpu_processes_train_save_and_resume(corpus, tmp_path):
+def test_two_cpu_processes_train_save_and_resume_on_one_and_back_on_two(corpus, uninterrupted, tmp_path):
     out = tmp_path / "ddp"
-    launcher = (*TORCHRUN, "--master_port", "29533")
-    env = {"ACCELERATE_USE_CPU": "1"}
+    launcher = ("bash", str(ROOT / "launch" / "cpu.sh"))  # the documented recipe
+    env = {"PYTHON": sys.executable, "MASTER_PORT": "29533", "OMP_NUM_THREADS": "1"}
     first = train(overrides(corpus, out, "trainer.max_steps=4", "trainer.save_every=2"), launcher=launcher, env=env)
     assert "2 processes x 4 micro-batch x 1 accumulation" in first.stdout
     saved = sorted(p.name for p in (out / "checkpoints" / "step_4").iterdir())
     assert {"data_0.pt", "data_1.pt", "rng_0.pt", "rng_1.pt"} <= set(saved)
+    # 2 -> 1 process: weights, optimizer, schedule and counters carry over; the data is dealt out again.
     second = train(overrides(corpus, out, "trainer.max_steps=6", "trainer.save_every=2",
-                             "trainer.allow_config_change=[trainer.max_steps]"), launcher=launcher, env=env)
-    assert "at step 4" in second.stdout + second.stderr
-    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [1, 2, 3, 4, 5, 6]
-
+                             "trainer.allow_config_change=[trainer.max_steps]"))
+    log = second.stdout + second.stderr
+    assert "at step 4" in log and "resuming 2 process(es) x 1 reader(s) on 1 x 1" in log
+    rows = metrics(out)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6] and rows[4]["tokens"] > rows[3]["tokens"]
+    # 1 -> 2 processes, from the one-process reference run's step 4: the same schedule as the uninterrupted run.
+    grown = tmp_path / "grown"
+    shutil.copytree(uninterrupted / "checkpoints" / "step_4", grown / "checkpoints" / "step_4")
+    shutil.copy(uninterrupted / "config.yaml", grown / "config.yaml")
+    shutil.copy(uninterrupted / "metrics.jsonl", grown / "metrics.jsonl")
+    third = train(overrides(corpus, grown, "trainer.max_steps=12"), launcher=launcher, env=env)
+    assert "resuming 1 process(es) x 1 reader(s) on 2 x 1" in third.stdout + third.stderr
+    assert [r["lr"] for r in metrics(grown)] == [r["lr"] for r in metrics(uninterrupted)]
+    assert all(math.isfinite(r["loss"]) for r in metrics(grown))
 
 
 def test_schedule_and_decay_groups():
