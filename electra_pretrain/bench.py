@@ -237,7 +237,8 @@ def peak_flops(device: str, precision: str, stated: float | None) -> tuple[float
 
 
 def bench_model(args) -> dict:
-    ours_variant = Variant(precision=args.precision, compile=args.compile, keep_freed_memory=args.keep_freed_memory)
+    ours_variant = Variant(precision=args.precision, compile=args.compile, keep_freed_memory=args.keep_freed_memory,
+                           vocab_size=args.vocab_size)
     ours = _spawn(ours_variant, args)
     peak, source = peak_flops(args.device, args.precision, args.peak_flops)
     result = {**{k: v for k, v in ours.items() if k != "kind"}, "mfu": ours["achieved_flops"] / peak,

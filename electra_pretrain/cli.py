@@ -224,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--model", default="small", choices=sorted(PRESETS), help="model preset to time")
     bench.add_argument("--seq-len", type=int, default=128, help="tokens per sequence")
     bench.add_argument("--batch-size", type=int, default=32, help="sequences per step")
+    bench.add_argument("--vocab-size", type=int, default=30522, help="our model's vocabulary (e.g. a run "
+                                                                        "tokenizer's, to compare with train.py)")
     bench.add_argument("--precision", default="no", choices=MIXED_PRECISIONS, help="accelerate mixed precision")
     bench.add_argument("--device", default="cuda" if _cuda() else "cpu", choices=["cpu", "cuda"],
                        help="where to time (default: cuda when available)")
