@@ -314,20 +314,19 @@ def bench_data(files: list[str], document_boundary: str, tokenizer_path: str | N
     else:
         tokenizer = train_tokenizer((r["text"] for r in documents(specs, 0)), vocab_size=vocab_size,
                                     show_progress=False)
-    rows = []
+    rows, batches = [], max(1, examples // batch_size)
     for count in workers:
         stream = ExampleStream(lambda epoch: documents(specs, seed=epoch), tokenizer, StreamConfig(seq_len))
         loader = iter(make_dataloader(stream, batch_size, tokenizer.token_to_id("[PAD]"), count))
         next(loader)  # workers started and their buffers filled: time the steady state
         start = time.perf_counter()
         tokens = 0
-        for _ in range(max(1, examples // batch_size)):
+        for _ in range(batches):
             tokens += int(next(loader)["attention_mask"].sum())
         elapsed = time.perf_counter() - start
         del loader
-        rows.append({"num_workers": count, "examples": max(1, examples // batch_size) * batch_size,
-                     "tokens": tokens, "seconds": elapsed, "tokens_per_s": tokens / elapsed,
-                     "padding_share": 1 - tokens / (max(1, examples // batch_size) * batch_size * seq_len)})
+        rows.append({"num_workers": count, "examples": batches * batch_size, "tokens": tokens, "seconds": elapsed,
+                     "tokens_per_s": tokens / elapsed, "padding_share": 1 - tokens / (batches * batch_size * seq_len)})
     for row in rows:
         row["ratio"] = row["tokens_per_s"] / rows[0]["tokens_per_s"]
     return {"rows": rows, "threads": torch.get_num_threads(), "cpus": os.cpu_count()}

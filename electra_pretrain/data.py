@@ -8,7 +8,7 @@ in a new seeded order.
 
 Resume: a slot's `state_dict()` holds the datasets position after its last document read, the global index there,
 the examples built but not yet yielded, the shuffle buffer and the RNG, so `load_state_dict()` continues with exactly
-the next example. torchdata's `StatefulDataLoader` collects these states from every worker with each batch, so a
+the next example. torchdata's `StatefulDataLoader` collects these states from every worker (every SNAPSHOT_EVERY batches), so a
 checkpoint resumes bit-identically with any `num_workers`, as long as the process and worker counts are unchanged.
 
 Another layout (`resume_elsewhere`): the old slots' positions say which documents were already read (document i was
@@ -62,7 +62,7 @@ def _slot(rank: int, world_size: int) -> tuple[int, int]:
 
 
 def _pack(examples) -> dict[str, torch.Tensor]:
-    """Examples as two tensors: cheap to pickle with every batch, and loadable with weights_only=True."""
+    """Examples as three tensors: cheap to pickle with every batch, and loadable with weights_only=True."""
     examples = list(examples)
     return {"ids": torch.tensor([i for e in examples for i in e.input_ids], dtype=torch.int32),
             "lengths": torch.tensor([len(e.input_ids) for e in examples], dtype=torch.int32),

@@ -217,12 +217,14 @@ class Trainer:
             self.guard.load_state_dict(self.state.loss_guard)
         self.checked_step = self.state.step
         layout = (self.accelerator.num_processes, max(1, self.num_workers))
-        saved = (resumed.num_processes, len(stream_states(resumed.data_state or resumed.data_states()[0])))
+        states = [resumed.data_state] if resumed.data_state is not None else resumed.data_states()
+        saved = (resumed.num_processes, len(stream_states(states[0])))
         if resumed.data_state is not None and saved == layout:
             self.dataloader.load_state_dict(resumed.data_state)  # bit-exact
         else:
-            old = [slot for state in resumed.data_states() for slot in stream_states(state)]
-            self.stream.resume_elsewhere(old)
+            if len(states) < resumed.num_processes:
+                states = resumed.data_states()
+            self.stream.resume_elsewhere([slot for state in states for slot in stream_states(state)])
             if resumed.data_state is None:  # another process count: the saved RNG states belong to other ranks
                 set_seed(self.config.seed + self.state.step, device_specific=True)
             self.accelerator.print(
