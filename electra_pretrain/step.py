@@ -114,6 +114,10 @@ def train_step(model: Electra, batches: list[dict[str, torch.Tensor]], optimizer
     loss = sums["loss"]
     non_finite = ~(torch.isfinite(loss) & torch.isfinite(grad_norm))
     spike = guard.is_spike(loss) & ~non_finite
+    if accelerator.num_processes > 1 and guard.factor:
+        # The loss is this process's own (the gradient norm is already global): every process must take the same
+        # decision, or their weights would drift apart. A device all-reduce, not a host sync.
+        spike = accelerator.reduce(spike.float(), "max") > 0
     no = torch.zeros((), dtype=torch.bool, device=loss.device)
     if accelerator.scaler is not None:  # fp16: the scaler skips overflowing steps and syncs to report it
         if spike.item():
