@@ -60,12 +60,13 @@ class ElectraConfig:
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"ElectraConfig.{name} must be in [0, 1), got {getattr(self, name)}")
 
-    def to_dict(self, architecture: str) -> dict:
-        return {**dataclasses.asdict(self), "model_type": "electra", "architectures": [architecture]}
+    def to_dict(self, architecture: str, extras: dict | None = None) -> dict:
+        """`extras`: fields of a task model's config.json (num_labels, id2label, ...) beyond the encoder's."""
+        return {**dataclasses.asdict(self), **(extras or {}), "model_type": "electra", "architectures": [architecture]}
 
-    def save(self, directory: str | Path, architecture: str) -> None:
+    def save(self, directory: str | Path, architecture: str, extras: dict | None = None) -> None:
         path = Path(directory) / CONFIG_NAME
-        path.write_text(json.dumps(self.to_dict(architecture), indent=2, sort_keys=True) + "\n")
+        path.write_text(json.dumps(self.to_dict(architecture, extras), indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def load(cls, directory: str | Path) -> ElectraConfig:
@@ -270,6 +271,10 @@ class ElectraPreTrainedBase(nn.Module):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
 
+    def config_extras(self) -> dict:
+        """Fields config.json needs beyond ElectraConfig's (a task head's labels); none for the pretraining models."""
+        return {}
+
     def export_state_dict(self) -> dict[str, torch.Tensor]:
         """Weights under transformers' key names, with shared tables materialised into this model's own copy."""
         state = {k: v.detach() for k, v in self.state_dict().items()}
@@ -286,7 +291,7 @@ class ElectraPreTrainedBase(nn.Module):
     def save_pretrained(self, directory: str | Path) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.config.save(directory, self.architecture)
+        self.config.save(directory, self.architecture, self.config_extras())
         tensors = {k: v.float().contiguous().cpu().clone() for k, v in self.export_state_dict().items()}
         save_file(tensors, directory / WEIGHTS_NAME, metadata={"format": "pt"})
 

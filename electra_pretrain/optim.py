@@ -28,6 +28,34 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def layer_depth(name: str, num_layers: int) -> int:
+    """The original's depth of a parameter (GR model/optimization.py `_get_layer_lrs`): 0 for the embeddings and
+    embeddings_project, i + 1 for encoder layer i, num_layers + 2 for everything above (the task head)."""
+    if name.startswith(("electra.embeddings.", "electra.embeddings_project.")):
+        return 0
+    if name.startswith("electra.encoder.layer."):
+        return int(name.split(".")[3]) + 1
+    return num_layers + 2
+
+
+def layerwise_parameter_groups(model: nn.Module, lr: float, decay: float, weight_decay: float,
+                               num_layers: int) -> list[dict]:
+    """Fine-tuning groups: lr x decay^(num_layers + 2 - depth) per depth, each split by weight decay as in
+    `parameter_groups`. With decay 0.8 and 12 layers: head 1.0, top layer 0.64 (decay^2: the original skips
+    depth num_layers + 1, and its authors kept that for reproducibility), embeddings 0.8^14 = 0.044."""
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        depth = layer_depth(name, num_layers)
+        excluded = name.endswith("bias") or "LayerNorm" in name
+        group = groups.setdefault((depth, excluded), {
+            "params": [], "lr": lr * decay ** (num_layers + 2 - depth), "depth": depth,
+            "weight_decay": 0.0 if excluded else weight_decay})
+        group["params"].append(param)
+    return [groups[key] for key in sorted(groups)]
+
+
 class AdamWWithoutBiasCorrection(torch.optim.AdamW):
     """The original's Adam (GR model/optimization.py): update = m / (sqrt(v) + eps) on the raw moments, plus
     decoupled weight decay, times the learning rate.
@@ -66,15 +94,20 @@ class AdamWWithoutBiasCorrection(torch.optim.AdamW):
                 group["uncorrected_step"] = int(steps[0])
 
 
-def build_optimizer(model: nn.Module, config: OptimConfig, device: torch.device) -> torch.optim.AdamW:
+def build_optimizer(model: nn.Module, config: OptimConfig, device: torch.device,
+                    groups: list[dict] | None = None) -> torch.optim.AdamW:
+    """AdamW over `groups` (default: `parameter_groups` at config.lr); `config` gives the betas, eps and kernel.
+    Fine-tuning's config has the same fields."""
     implementation = config.implementation
     if implementation == "auto":
         implementation = "fused"
     adam = torch.optim.AdamW if config.bias_correction else AdamWWithoutBiasCorrection
-    return adam(parameter_groups(model, config.weight_decay), lr=config.lr,
-                             betas=tuple(config.betas), eps=config.eps,
-                             fused=implementation == "fused" or None,
-                             foreach=implementation == "foreach" or None)
+    groups = parameter_groups(model, config.weight_decay) if groups is None else groups
+    default_lr = config.lr if config.lr is not None else groups[0]["lr"]  # groups with their own lr ignore it
+    return adam(groups, lr=default_lr,
+                betas=tuple(config.betas), eps=config.eps,
+                fused=implementation == "fused" or None,
+                foreach=implementation == "foreach" or None)
 
 
 def lr_multiplier(step: int, warmup_steps: int, max_steps: int) -> float:

@@ -70,10 +70,10 @@ def pretrained_pair(config: ModelConfig, tokenizer: Tokenizer, folders: tuple[Pa
                     load: bool = True) -> tuple[ElectraGenerator, ElectraDiscriminator]:
     """The generator and discriminator the folders describe, their weights loaded when `load`."""
     disc_folder, gen_folder = folders
-    disc_config = _config(disc_folder, tokenizer)
+    disc_config = checked_config(disc_folder, tokenizer)
     discriminator = ElectraDiscriminator(disc_config, config.attn_implementation)
     if gen_folder is not None:
-        generator = ElectraGenerator(_config(gen_folder, tokenizer), config.attn_implementation)
+        generator = ElectraGenerator(checked_config(gen_folder, tokenizer), config.attn_implementation)
     else:
         generator = ElectraGenerator(generator_config(disc_config, config.generator_hidden_fraction),
                                      config.attn_implementation)
@@ -106,12 +106,13 @@ def describe(config: ModelConfig, folders: tuple[Path, Path | None]) -> str:
             f"preset {config.preset!r} is not used)")
 
 
-def _config(folder: Path, tokenizer: Tokenizer) -> ElectraConfig:
+def checked_config(folder: Path, tokenizer: Tokenizer) -> ElectraConfig:
+    """The folder's config.json, checked against the tokenizer that will feed it."""
     config = ElectraConfig.load(folder)
     if config.vocab_size != tokenizer.get_vocab_size():
         raise ValueError(f"{folder / 'config.json'}: vocab_size={config.vocab_size}, but the tokenizer has "
                          f"{tokenizer.get_vocab_size()} tokens; use the tokenizer the checkpoint was trained with "
-                         "(the discriminator folder's, the default) or set tokenizer.path to it")
+                         "(the model folder's, the default; tokenizer.path in train.py, tokenizer_path in finetune.py)")
     pad = tokenizer.token_to_id("[PAD]")
     if config.pad_token_id != pad:
         log.warning("%s: pad_token_id=%d, the tokenizer's [PAD] is %d; using the tokenizer's", folder,
