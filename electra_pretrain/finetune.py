@@ -23,6 +23,8 @@ import hydra
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from electra_pretrain.config import check_known_keys
@@ -34,7 +36,7 @@ from electra_pretrain.task_models import TaskModel, build_task_model, model_fold
 from electra_pretrain.task_predictions import TaskData, prediction_rows, prepare_task_data
 from electra_pretrain.tokenizer import load_tokenizer, save_tokenizer
 from electra_pretrain.tracking import Tracker
-from electra_pretrain.train import CONFIG_DIR
+from electra_pretrain.train import CONFIG_DIR, job_output_dir
 
 RESULTS_FILE = "results.json"
 
@@ -84,9 +86,10 @@ class FineTuner:
                       for split in data.encoded if split != "train"}
         self.model, self.optimizer, self.train_loader = accelerator.prepare(model, optimizer, train)
         self.eval_loaders = {split: accelerator.prepare(loader) for split, loader in evaluation.items()}
-        self.steps = len(self.train_loader) * trainer.epochs
+        self.steps = len(self.train_loader) * trainer.epochs  # the prepared loader: batches per process
         self.warmup = round(config.optim.warmup_share * self.steps)
-        self.scheduler = build_scheduler(self.optimizer, self.warmup, self.steps)
+        # on the bare optimizer, stepped once per optimizer step (accelerate's wrapper would step it per process)
+        self.scheduler = build_scheduler(optimizer, self.warmup, self.steps)
 
     @property
     def task_model(self) -> TaskModel:
@@ -253,21 +256,28 @@ def finish_outputs(out: Path, config: FinetuneConfig, summary: dict, kept: SeedR
 
 
 register_finetune_configs()
+FAILED_JOBS: list[str] = []
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="finetune", version_base="1.3")
 def hydra_main(cfg: DictConfig) -> None:
+    cfg.output_dir = job_output_dir(cfg.output_dir)  # a sweep (-m) runs each job in output_dir/<job number>
     try:
         check_known_keys(cfg, OmegaConf.structured(FinetuneConfig))
         config = OmegaConf.to_object(cfg)
         run_finetuning(config, OmegaConf.to_yaml(cfg, resolve=True))
     except (ValueError, OSError, FloatingPointError) as error:
         print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            sys.exit(1)
+        FAILED_JOBS.append(cfg.output_dir)  # the sweep goes on; the exit code says it at the end
 
 
 def main() -> None:
     hydra_main()
+    if FAILED_JOBS:
+        print(f"error: {len(FAILED_JOBS)} sweep job(s) failed: {', '.join(FAILED_JOBS)}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

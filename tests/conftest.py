@@ -39,3 +39,22 @@ def uninterrupted(corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "uninterrupted"
     train(overrides(corpus, out))
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_export(corpus, tmp_path_factory):
+    """An export root (discriminator/: config.json, model.safetensors, tokenizer files) of a 2-layer x 32 model with
+    random weights, on the corpus tokenizer: what fine-tuning starts from."""
+    from electra_pretrain.modeling import ElectraDiscriminator
+    from electra_pretrain.tokenizer import load_tokenizer, save_tokenizer
+
+    from .fixtures import tiny_config
+
+    tokenizer = load_tokenizer(corpus.parent / "tokenizer")
+    root = tmp_path_factory.mktemp("export")
+    torch.manual_seed(0)
+    model = ElectraDiscriminator(tiny_config(vocab_size=tokenizer.get_vocab_size(), embedding_size=16,
+                                             hidden_size=32, num_hidden_layers=2, intermediate_size=64))
+    model.save_pretrained(root / "discriminator")
+    save_tokenizer(tokenizer, root / "discriminator", model_max_length=64)
+    return root
