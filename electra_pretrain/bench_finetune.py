@@ -30,15 +30,9 @@ def _overrides(folder: Path, train: str, validation: str, epochs: int, lr: float
 
 
 def ours(overrides: list[str], seed: int, out: Path) -> dict:
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
+    from electra_pretrain.finetune import finetune_from_overrides
 
-    from electra_pretrain.finetune import run_finetuning
-    from electra_pretrain.train import CONFIG_DIR
-
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("finetune", overrides=[*overrides, f"seed={seed}", f"output_dir={out}"])
-    result = run_finetuning(OmegaConf.to_object(cfg), OmegaConf.to_yaml(cfg, resolve=True))["per_seed"][0]
+    result = finetune_from_overrides([*overrides, f"seed={seed}", f"output_dir={out}"])["per_seed"][0]
     return {"accuracy": result["validation"]["accuracy"], "examples_per_s": result["train_examples_per_s"]}
 
 

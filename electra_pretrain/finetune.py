@@ -23,6 +23,7 @@ import hydra
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -259,13 +260,24 @@ register_finetune_configs()
 FAILED_JOBS: list[str] = []
 
 
+def run_composed(cfg: DictConfig) -> dict:
+    """Validate a composed config (unknown keys, values) and run it."""
+    check_known_keys(cfg, OmegaConf.structured(FinetuneConfig))
+    return run_finetuning(OmegaConf.to_object(cfg), OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def finetune_from_overrides(overrides: list[str]) -> dict:
+    """The command line's run in this process (benchmarks, tests): compose configs/finetune.yaml with overrides."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("finetune", overrides=overrides)
+    return run_composed(cfg)
+
+
 @hydra.main(config_path=CONFIG_DIR, config_name="finetune", version_base="1.3")
 def hydra_main(cfg: DictConfig) -> None:
     cfg.output_dir = job_output_dir(cfg.output_dir)  # a sweep (-m) runs each job in output_dir/<job number>
     try:
-        check_known_keys(cfg, OmegaConf.structured(FinetuneConfig))
-        config = OmegaConf.to_object(cfg)
-        run_finetuning(config, OmegaConf.to_yaml(cfg, resolve=True))
+        run_composed(cfg)
     except (ValueError, OSError, FloatingPointError) as error:
         print(f"error: {error}", file=sys.stderr)
         if HydraConfig.get().mode != RunMode.MULTIRUN:

@@ -6,9 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
-
 from .runs import ENV, ROOT
 
 
@@ -22,16 +19,10 @@ def finetune(args: list[str], launcher=(sys.executable,), check=True, env=None) 
 
 
 def finetune_in_process(overrides: list[str]) -> dict:
-    """The same path as finetune.py's main, without a new interpreter: compose, validate, run; returns results."""
-    from electra_pretrain.config import check_known_keys
-    from electra_pretrain.finetune import run_finetuning
-    from electra_pretrain.finetune_config import FinetuneConfig
-    from electra_pretrain.train import CONFIG_DIR
+    """finetune.py's run without a new interpreter (Hydra's compose API); returns the results."""
+    from electra_pretrain.finetune import finetune_from_overrides
 
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("finetune", overrides=["logging=none", *overrides])
-    check_known_keys(cfg, OmegaConf.structured(FinetuneConfig))
-    return run_finetuning(OmegaConf.to_object(cfg), OmegaConf.to_yaml(cfg, resolve=True))
+    return finetune_from_overrides(["logging=none", *overrides])
 
 
 def predictions(out: Path, split: str = "validation") -> list[dict]:
