@@ -76,7 +76,7 @@ def read_table(path: Path, fmt: str, task: TaskConfig) -> list[dict]:
     datasets.disable_progress_bars()  # one bar per small file is noise here; the summary counts the examples
     if fmt in ("csv", "tsv"):
         delimiter = "\t" if fmt == "tsv" else ","
-        with open(path, encoding="utf-8", newline="") as f:
+        with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: a spreadsheet's byte-order mark
             first = next(csv.reader(f, delimiter=delimiter, quoting=csv.QUOTE_NONE if fmt == "tsv" else
                                     csv.QUOTE_MINIMAL), [])
         needed = task.text_fields if task.kind != "token_classification" else [task.tokens_field]

@@ -19,6 +19,8 @@ def test_csv_fields_stay_text(tmp_path):
     examples = read_split(TaskConfig(), "train", [str(path)])
     assert [(e.texts, e.label) for e in examples] == [(("NA",), "007"), (('a, quoted "one"',), "1"), (("",), "2")]
     assert examples[1].source == f"{path}:2"
+    path.write_bytes(b"\xef\xbb\xbftext,label\nsummer,pos\n")  # a spreadsheet's byte-order mark
+    assert [(e.texts, e.label) for e in read_split(TaskConfig(), "train", [str(path)])] == [(("summer",), "pos")]
 
 
 def test_a_missing_field_or_file_is_named(tmp_path):
