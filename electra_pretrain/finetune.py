@@ -252,8 +252,24 @@ def finish_outputs(out: Path, config: FinetuneConfig, summary: dict, kept: SeedR
         shutil.rmtree(out / "model", ignore_errors=True)
         model.save_pretrained(out / "model")
         save_tokenizer(tokenizer, out / "model", model_max_length=config.task.max_length)
+        (out / "model" / "README.md").write_text(model_card(model, summary, kept))
         summary["model"] = str(out / "model")
     (out / RESULTS_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def model_card(model: TaskModel, summary: dict, kept: SeedResult) -> str:
+    scores = ", ".join(f"{k} {v:.4f}" for k, v in kept.validation.items())
+    medians = ", ".join(f"{k} {v:.4f}" for k, v in summary["validation"].items())
+    return "\n".join([
+        f"# ELECTRA fine-tuned: {summary['task']} ({model.architecture})", "",
+        f"Fine-tuned with electra-pretrain from `{summary['model_path']}` ({summary['model_init']} weights).", "",
+        f"- labels: {model.labels if model.labels else 'regression (one output)'}",
+        f"- this model: seed {kept.seed}, epoch {kept.kept_epoch}; validation {scores}",
+        f"- seeds {summary['seeds']}, validation median: {medians}",
+        f"- command: `{' '.join(['python', *sys.argv])}`", "",
+        "```python", f"from transformers import {model.architecture}, ElectraTokenizerFast",
+        f'model = {model.architecture}.from_pretrained("PATH")',
+        'tokenizer = ElectraTokenizerFast.from_pretrained("PATH")', "```", ""])
 
 
 register_finetune_configs()

@@ -48,6 +48,8 @@ def test_the_contract_command_writes_results_predictions_and_a_model_transformer
     model, info = ElectraForSequenceClassification.from_pretrained(out / "model", output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
     assert model.config.id2label == {0: "neg", 1: "pos"}
+    card = (out / "model" / "README.md").read_text()
+    assert "ElectraForSequenceClassification" in card and f"accuracy {accuracy:.4f}" in card
     tokenizer = ElectraTokenizerFast.from_pretrained(out / "model")
     texts = [row["text"] for row in csv.DictReader(open(valid))]
     with torch.no_grad():
