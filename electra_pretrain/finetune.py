@@ -12,6 +12,7 @@ a validation score after every epoch; the best (or last) epoch is kept. Then out
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import statistics
 import sys
@@ -24,8 +25,6 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from electra_pretrain.config import check_known_keys
@@ -37,7 +36,7 @@ from electra_pretrain.task_models import TaskModel, build_task_model, model_fold
 from electra_pretrain.task_predictions import TaskData, prediction_rows, prepare_task_data
 from electra_pretrain.tokenizer import load_tokenizer, save_tokenizer
 from electra_pretrain.tracking import Tracker
-from electra_pretrain.train import CONFIG_DIR, job_output_dir
+from electra_pretrain.train import CONFIG_DIR, end_job, exit_if_jobs_failed, job_output_dir
 
 RESULTS_FILE = "results.json"
 
@@ -144,7 +143,7 @@ class FineTuner:
             examples += len(batch["input_ids"])
         mean_loss = accelerator.reduce(loss_sum, "mean").item() / len(self.train_loader)
         elapsed = time.perf_counter() - start
-        if not torch.isfinite(torch.tensor(mean_loss)):
+        if not math.isfinite(mean_loss):
             raise FloatingPointError(f"seed {self.seed} epoch {epoch}: the training loss is not finite (try a lower "
                                      "optim.lr, or trainer.mixed_precision=bf16 instead of fp16)")
         return mean_loss, examples * accelerator.num_processes / elapsed
@@ -273,7 +272,6 @@ def model_card(model: TaskModel, summary: dict, kept: SeedResult) -> str:
 
 
 register_finetune_configs()
-FAILED_JOBS: list[str] = []
 
 
 def run_composed(cfg: DictConfig) -> dict:
@@ -294,18 +292,16 @@ def hydra_main(cfg: DictConfig) -> None:
     cfg.output_dir = job_output_dir(cfg.output_dir)  # a sweep (-m) runs each job in output_dir/<job number>
     try:
         run_composed(cfg)
+        code = 0
     except (ValueError, OSError, FloatingPointError) as error:
         print(f"error: {error}", file=sys.stderr)
-        if HydraConfig.get().mode != RunMode.MULTIRUN:
-            sys.exit(1)
-        FAILED_JOBS.append(cfg.output_dir)  # the sweep goes on; the exit code says it at the end
+        code = 1
+    end_job(cfg.output_dir, code)
 
 
 def main() -> None:
     hydra_main()
-    if FAILED_JOBS:
-        print(f"error: {len(FAILED_JOBS)} sweep job(s) failed: {', '.join(FAILED_JOBS)}", file=sys.stderr)
-        sys.exit(1)
+    exit_if_jobs_failed()
 
 
 if __name__ == "__main__":

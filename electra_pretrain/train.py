@@ -388,17 +388,26 @@ def hydra_main(cfg: DictConfig) -> None:
     except (ValueError, OSError, FloatingPointError) as error:
         print(f"error: {error}", file=sys.stderr)
         code = 1
+    end_job(cfg.output_dir, code)
+
+
+def end_job(output_dir: str, code: int) -> None:
+    """A failed job exits with its code; in a sweep (-m) it is recorded and the sweep goes on."""
     if code and HydraConfig.get().mode == RunMode.MULTIRUN:
-        FAILED_JOBS.append(cfg.output_dir)  # the sweep goes on; the exit code says it at the end
+        FAILED_JOBS.append(output_dir)  # the exit code says it at the end (exit_if_jobs_failed)
     elif code:
         sys.exit(code)
 
 
-def main() -> None:
-    hydra_main()
+def exit_if_jobs_failed() -> None:
     if FAILED_JOBS:
         print(f"error: {len(FAILED_JOBS)} sweep job(s) did not finish: {', '.join(FAILED_JOBS)}", file=sys.stderr)
         sys.exit(1)
+
+
+def main() -> None:
+    hydra_main()
+    exit_if_jobs_failed()
 
 
 if __name__ == "__main__":
