@@ -10,17 +10,14 @@ Philox dropout is already cheap, so `auto` keeps it there. Measured figures: doc
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-DropoutImplementation = Literal["auto", "torch", "packed"]
-IMPLEMENTATIONS = ("auto", "torch", "packed")
+from electra_pretrain.model_config import DROPOUT_IMPLEMENTATIONS
 
 
-def uses_packed(implementation: DropoutImplementation, device: torch.device) -> bool:
+def uses_packed(implementation: str, device: torch.device) -> bool:
     return implementation == "packed" or (implementation == "auto" and device.type == "cpu")
 
 
@@ -36,7 +33,7 @@ def packed_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
 
 
 def dropout(x: torch.Tensor, p: float, training: bool,
-            implementation: DropoutImplementation = "auto") -> torch.Tensor:
+            implementation: str = "auto") -> torch.Tensor:
     if not training or p == 0.0:
         return x
     if uses_packed(implementation, x.device):
@@ -50,7 +47,7 @@ class Dropout(nn.Module):
     def __init__(self, p: float):
         super().__init__()
         self.p = p
-        self.implementation: DropoutImplementation = "auto"
+        self.implementation: str = "auto"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return dropout(x, self.p, self.training, self.implementation)
@@ -59,9 +56,9 @@ class Dropout(nn.Module):
         return f"p={self.p}, implementation={self.implementation}"
 
 
-def set_dropout_implementation(model: nn.Module, implementation: DropoutImplementation) -> None:
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"dropout implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
+def set_dropout_implementation(model: nn.Module, implementation: str) -> None:
+    if implementation not in DROPOUT_IMPLEMENTATIONS:
+        raise ValueError(f"dropout implementation must be one of {DROPOUT_IMPLEMENTATIONS}, got {implementation!r}")
     for module in model.modules():
         if isinstance(module, Dropout):
             module.implementation = implementation

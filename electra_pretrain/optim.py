@@ -1,25 +1,20 @@
 """AdamW with decay exclusions and the warmup x linear-decay schedule of google-research/electra optimization.py,
-optionally without Adam's bias correction, as the original."""
+optionally without Adam's bias correction, as the original (settings: config_base.AdamWConfig)."""
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:  # config.py reads IMPLEMENTATIONS from here
-    from electra_pretrain.config import OptimConfig
-
-# auto: fused, the fastest on CPU too (4.5x foreach's step on ELECTRA-Small's tensors on this 2-core machine), and
-# the one that skips a bad update from a device flag, without a host sync (step.py)
-IMPLEMENTATIONS = ("auto", "fused", "foreach", "plain")
+from electra_pretrain.config_base import AdamWConfig
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Weight decay on matrices and embedding tables only: LayerNorm weights and all biases are excluded (GR)."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, param in model.named_parameters():  # shared parameters are listed once
         if not param.requires_grad:
             continue
@@ -94,20 +89,14 @@ class AdamWWithoutBiasCorrection(torch.optim.AdamW):
                 group["uncorrected_step"] = int(steps[0])
 
 
-def build_optimizer(model: nn.Module, config: OptimConfig, device: torch.device,
+def build_optimizer(model: nn.Module, config: AdamWConfig, lr: float,
                     groups: list[dict] | None = None) -> torch.optim.AdamW:
-    """AdamW over `groups` (default: `parameter_groups` at config.lr); `config` gives the betas, eps and kernel.
-    Fine-tuning's config has the same fields."""
-    implementation = config.implementation
-    if implementation == "auto":
-        implementation = "fused"
+    """AdamW over `groups` (default: `parameter_groups` at `lr`); `config` gives the betas, eps and kernel."""
+    implementation = "fused" if config.implementation == "auto" else config.implementation
     adam = torch.optim.AdamW if config.bias_correction else AdamWWithoutBiasCorrection
     groups = parameter_groups(model, config.weight_decay) if groups is None else groups
-    default_lr = config.lr if config.lr is not None else groups[0]["lr"]  # groups with their own lr ignore it
-    return adam(groups, lr=default_lr,
-                betas=tuple(config.betas), eps=config.eps,
-                fused=implementation == "fused" or None,
-                foreach=implementation == "foreach" or None)
+    return adam(groups, lr=lr, betas=(config.betas[0], config.betas[1]), eps=config.eps,
+                fused=implementation == "fused" or None, foreach=implementation == "foreach" or None)
 
 
 def lr_multiplier(step: int, warmup_steps: int, max_steps: int) -> float:
@@ -115,21 +104,6 @@ def lr_multiplier(step: int, warmup_steps: int, max_steps: int) -> float:
     decay = max(0.0, 1.0 - step / max_steps)
     warmup = min(1.0, step / warmup_steps) if warmup_steps else 1.0
     return decay * warmup
-
-
-def warmup_steps_for(config: OptimConfig, max_steps: int) -> tuple[int, str | None]:
-    """The warmup to use, and a notice when it is not the configured `warmup_steps`.
-
-    A warmup over half the run would keep the learning rate far below its peak for most of it (the reference's
-    10k steps against a 200-step trial run: 2% of the peak at the end), so it is scaled down to 10% of the run.
-    """
-    if config.warmup_share is not None:
-        return round(config.warmup_share * max_steps), None
-    if config.warmup_steps > max_steps // 2:
-        scaled = max(1, max_steps // 10)
-        return scaled, (f"optim.warmup_steps={config.warmup_steps} is over half of trainer.max_steps={max_steps}; "
-                        f"warming up for {scaled} steps (10% of the run) instead; set optim.warmup_share to choose")
-    return config.warmup_steps, None
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int,

@@ -133,7 +133,15 @@ def save_tokenizer(tokenizer: Tokenizer, directory: str | Path, model_max_length
     (directory / "special_tokens_map.json").write_text(json.dumps(specials, indent=2) + "\n")
 
 
+def token_id(tokenizer: Tokenizer, token: str) -> int:
+    """The id of a token the vocabulary must have (the special tokens are checked when a tokenizer is loaded)."""
+    found = tokenizer.token_to_id(token)
+    if found is None:
+        raise ValueError(f"the tokenizer's vocabulary has no {token} token")
+    return found
+
+
 def special_token_ids(tokenizer: Tokenizer) -> dict[str, int]:
     """{'pad': id, 'unk': id, 'cls': id, 'sep': id, 'mask': id} looked up by token name."""
-    return {name.strip("[]").lower(): tokenizer.token_to_id(name) for name in SPECIAL_TOKENS}
+    return {name.strip("[]").lower(): token_id(tokenizer, name) for name in SPECIAL_TOKENS}
 

@@ -1,7 +1,7 @@
-"""Metrics out of the loop: wandb (or nothing), always metrics.jsonl, and model FLOPs per token for MFU.
+"""Metrics out of a run: wandb (or nothing) and, always, metrics.jsonl; the `logging` config both apps share.
 
-Only the main process holds a real tracker; the others get the same object with nothing to write to, so the
-training loop never asks which rank it is on.
+Only the main process holds a real tracker; the others get the same object with nothing to write to, so a training
+loop never asks which rank it is on.
 """
 
 from __future__ import annotations
@@ -9,20 +9,37 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
-import torch
+from hydra.core.config_store import ConfigStore
 
-from electra_pretrain.modeling import ElectraConfig
-from electra_pretrain.step import METRICS, StepResult
-
-if TYPE_CHECKING:  # config.py reads BACKENDS and WANDB_MODES from here
-    from electra_pretrain.config import LoggingConfig
+from electra_pretrain.config_base import check_choice
 
 BACKENDS = ("wandb", "none")  # metrics.jsonl is always written
 WANDB_MODES = ("offline", "online", "disabled")
 METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass
+class LoggingConfig:
+    backend: str = "wandb"  # wandb | none (metrics.jsonl is always written)
+    project: str = "electra-pretrain"
+    run_name: str | None = None
+    mode: str = "offline"  # offline | online | disabled (wandb); online needs your own `wandb login`
+
+    def __post_init__(self) -> None:
+        check_choice("logging.backend", self.backend, BACKENDS)
+        check_choice("logging.mode", self.mode, WANDB_MODES)
+
+
+def register_logging_configs() -> None:
+    """The `logging` group of both apps: `logging=wandb` (offline unless logging.mode=online; files land in
+    <output_dir>/wandb) and `logging=none` (only <output_dir>/metrics.jsonl and the console)."""
+    store = ConfigStore.instance()
+    store.store(group="logging", name="wandb", node=LoggingConfig(backend="wandb"))
+    store.store(group="logging", name="none", node=LoggingConfig(backend="none"))
 
 
 class Tracker:
@@ -47,9 +64,9 @@ class Tracker:
             id_file = output_dir / "wandb_run_id"
             if not id_file.exists():
                 id_file.write_text(uuid.uuid4().hex[:12])
-            self.run = wandb.init(project=config.project, name=config.run_name, dir=str(output_dir),
-                                  mode=config.mode, config=run_config, id=id_file.read_text().strip(),
-                                  resume="allow")
+            mode: Any = config.mode  # one of WANDB_MODES, checked by LoggingConfig
+            self.run = wandb.init(project=config.project, name=config.run_name, dir=str(output_dir), mode=mode,
+                                  config=run_config, id=id_file.read_text().strip(), resume="allow")
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
@@ -57,6 +74,7 @@ class Tracker:
         # Wall-clock time on every row, so a log read later says when each step ran and how long the run took.
         metrics = {**metrics, "time": round(time.time(), 3), "elapsed_s": round(time.time() - self.start, 3)}
         # One write of one whole line, so a kill can cut at most the last line (truncate_metrics drops it).
+        assert self.jsonl is not None
         self.jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
         if self.run is not None:
             self.run.log(metrics, step=step)
@@ -83,82 +101,3 @@ def truncate_metrics(path: Path, last_step: int) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(kept), encoding="utf-8")
     tmp.replace(path)
-
-
-class IntervalMetrics:
-    """Device sums over the steps of one log interval; reduced over processes (one host sync) only when logged."""
-
-    def __init__(self, device: torch.device, log_every: int):
-        self.log_every = log_every
-        self.sums = {name: torch.zeros((), device=device) for name in (*METRICS, "grad_norm")}
-        self.tokens = torch.zeros((), device=device)
-        self.steps = 0
-        self.throughput = Throughput()
-
-    def add(self, result: StepResult) -> None:
-        for name in METRICS:
-            self.sums[name] += result.metrics[name]
-        self.sums["grad_norm"] += result.grad_norm.float()
-        self.tokens += result.tokens
-        self.steps += 1
-
-    def should_log(self, step: int, last: bool) -> bool:
-        return last or step % self.log_every == 0
-
-    def reduce(self, accelerator) -> tuple[dict[str, float], int]:
-        """(means over the interval and the processes, non-pad tokens of all processes), then start afresh."""
-        values = accelerator.reduce(torch.stack([*self.sums.values()]), "mean") / self.steps
-        tokens = int(accelerator.reduce(self.tokens, "sum").item())
-        record = dict(zip(self.sums, values.tolist()))
-        record["tokens_per_s"] = self.throughput.rate(tokens)
-        for value in (*self.sums.values(), self.tokens):
-            value.zero_()
-        self.steps = 0
-        return record, tokens
-
-
-# Dense bf16 / fp16 tensor-core peaks (no sparsity) of common GPUs, from the vendors' data sheets.
-GPU_PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "V100": 125e12}
-
-
-def gpu_peak_flops(precision: str) -> tuple[float, str] | None:
-    """(peak FLOP/s, source) of this process's CUDA device from its data sheet (fp32: half the tensor-core
-    figure), or None when the device is unknown or there is none."""
-    if not torch.cuda.is_available():
-        return None
-    name = torch.cuda.get_device_name()
-    for key, value in GPU_PEAK_FLOPS.items():
-        if key in name:
-            return (value if precision != "no" else value / 2), f"{name} data sheet"
-    return None
-
-
-def encoder_forward_flops(config: ElectraConfig, seq_len: int) -> float:
-    """Matmul FLOPs per token of one encoder forward (2 per multiply-add), attention scores included."""
-    h, i = config.hidden_size, config.intermediate_size
-    per_layer = 2 * (4 * h * h + 2 * h * i) + 2 * 2 * seq_len * h  # QKV + output, FFN; QK^T and AV
-    project = 2 * config.embedding_size * h if config.embedding_size != h else 0
-    return config.num_hidden_layers * per_layer + project
-
-
-def electra_train_flops_per_token(generator: ElectraConfig, discriminator: ElectraConfig, seq_len: int,
-                                  predictions_per_seq: int) -> float:
-    """Training FLOPs per token (3 x forward): both encoders, the RTD head on every token, the MLM head only at
-    the masked positions (predictions_per_seq of seq_len). ELECTRA-Small at 128: about 70 MFLOP."""
-    disc = encoder_forward_flops(discriminator, seq_len) + 2 * discriminator.hidden_size ** 2
-    mlm_head = 2 * (generator.hidden_size * generator.embedding_size + generator.embedding_size * generator.vocab_size)
-    gen = encoder_forward_flops(generator, seq_len) + mlm_head * predictions_per_seq / seq_len
-    return 3 * (disc + gen)
-
-
-class Throughput:
-    """Tokens per second between calls to `rate` (wall clock; the caller syncs the device first)."""
-
-    def __init__(self):
-        self.start = time.perf_counter()
-
-    def rate(self, tokens: float) -> float:
-        now = time.perf_counter()
-        rate = tokens / max(now - self.start, 1e-9)
-        self.start = now
-        return rate

@@ -10,7 +10,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from .fixtures import write_blank_line_corpus  # noqa: E402
+from .helpers.corpora import write_blank_line_corpus  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -34,7 +34,7 @@ def corpus(tmp_path_factory):
 @pytest.fixture(scope="session")
 def uninterrupted(corpus, tmp_path_factory):
     """A 12-step run with checkpoints at 4, 8 and 12: the reference for resume tests."""
-    from .runs import overrides, train
+    from .helpers.runs import overrides, train
 
     out = tmp_path_factory.mktemp("runs") / "uninterrupted"
     train(overrides(corpus, out))
@@ -48,7 +48,7 @@ def tiny_export(corpus, tmp_path_factory):
     from electra_pretrain.modeling import ElectraDiscriminator
     from electra_pretrain.tokenizer import load_tokenizer, save_tokenizer
 
-    from .fixtures import tiny_config
+    from .helpers.corpora import tiny_config
 
     tokenizer = load_tokenizer(corpus.parent / "tokenizer")
     root = tmp_path_factory.mktemp("export")

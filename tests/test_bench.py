@@ -7,13 +7,13 @@ import sys
 import pytest
 
 from electra_pretrain.allocator import keep_freed_memory
-from electra_pretrain.bench import ablation_variants, run_worker
+from electra_pretrain.tools.bench import ablation_variants, run_worker
 
 BENCH_KEYS = {"tokens_per_s", "step_time_s", "flops_per_token", "mfu", "peak_mem_bytes"}
 
 
 def test_bench_json_has_ours_and_the_reference(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "electra_pretrain.cli", "bench", "--model", "tiny", "--seq-len", "32",
+    out = subprocess.run([sys.executable, "-m", "electra_pretrain", "bench", "--model", "tiny", "--seq-len", "32",
                           "--batch-size", "4", "--steps", "1", "--warmup", "1", "--device", "cpu", "--json",
                           "--peak-flops", "1e11"], capture_output=True, text=True, timeout=300, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])

@@ -14,12 +14,13 @@ import datasets
 import pytest
 import torch
 
-from electra_pretrain.data import Collator, ExampleStream, StreamConfig, make_dataloader
-from electra_pretrain.examples import ExampleBuilder, sentence_units
-from electra_pretrain.sources import READ_STATS, SourceSpec, documents, resolve_files
+from electra_pretrain.pretrain.stream import Collator, ExampleStream, StreamConfig, make_dataloader
+from electra_pretrain.pretrain.packing import ExampleBuilder, sentence_units
+from electra_pretrain.pretrain.sources import READ_STATS, documents, resolve_files
+from electra_pretrain.pretrain.config import SourceSpec
 from electra_pretrain.tokenizer import train_tokenizer
 
-from .fixtures import WORDS, sentence, write_blank_line_corpus, write_line_corpus
+from .helpers.corpora import WORDS, sentence, write_blank_line_corpus, write_line_corpus
 
 L = 64
 
@@ -164,7 +165,7 @@ def batches(loader, n):
 
 
 def test_collator_pads_and_sets_token_types():
-    from electra_pretrain.examples import Example
+    from electra_pretrain.pretrain.packing import Example
     out = Collator(6, pad_token_id=0)([Example([2, 7, 3, 8, 3], 3), Example([2, 9, 3], 3)])
     assert out["input_ids"].tolist() == [[2, 7, 3, 8, 3, 0], [2, 9, 3, 0, 0, 0]]
     assert out["attention_mask"].tolist() == [[1, 1, 1, 1, 1, 0], [1, 1, 1, 0, 0, 0]]

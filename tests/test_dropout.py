@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from electra_pretrain.dropout import Dropout, dropout, packed_dropout, set_dropout_implementation
 from electra_pretrain.modeling import ElectraDiscriminator
 
-from .fixtures import tiny_config
+from .helpers.corpora import tiny_config
 
 
 def test_drop_rate_and_scale():
@@ -87,7 +87,7 @@ def test_training_attention_on_cpu_is_the_same_math_for_sdpa_and_eager():
 
 
 def test_config_names_a_bad_dropout_implementation():
-    from electra_pretrain.config import ModelConfig
+    from electra_pretrain.pretrain.config import ModelConfig
 
     with pytest.raises(ValueError, match="model.dropout_implementation='fast'"):
         ModelConfig(dropout_implementation="fast")

@@ -7,15 +7,15 @@ import sys
 import pytest
 import torch
 
-from electra_pretrain.config import OptimConfig
-from electra_pretrain.evaluate import Evaluator, held_out_batches, roc_auc
-from electra_pretrain.optim import warmup_steps_for
-from electra_pretrain.sources import SourceSpec, documents, is_held_out
+from electra_pretrain.pretrain.config import OptimConfig
+from electra_pretrain.pretrain.evaluate import Evaluator, held_out_batches, roc_auc
+from electra_pretrain.pretrain.sources import documents, is_held_out
+from electra_pretrain.pretrain.config import SourceSpec
 from electra_pretrain.tokenizer import load_tokenizer
 
-from .runs import ENV, TORCHRUN, metrics, overrides, train
+from .helpers.runs import ENV, TORCHRUN, metrics, overrides, train
 
-CLI = (sys.executable, "-m", "electra_pretrain.cli")
+CLI = (sys.executable, "-m", "electra_pretrain")
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -81,7 +81,7 @@ def test_training_logs_held_out_metrics_that_evaluate_reproduces(corpus, evaluat
 def test_evaluation_is_deterministic_and_leaves_training_randomness_alone(corpus, evaluated_run):
     from accelerate import Accelerator
 
-    from electra_pretrain.evaluate import load_target
+    from electra_pretrain.pretrain.evaluate import load_target
 
     out, _ = evaluated_run
     target = load_target(out / "checkpoints" / "step_6")
@@ -110,11 +110,11 @@ def test_two_processes_compute_auc_over_all_tokens(corpus, evaluated_run, tmp_pa
 
 
 def test_warmup_longer_than_half_the_run_is_scaled_down_with_a_notice():
-    steps, notice = warmup_steps_for(OptimConfig(warmup_steps=10_000), 200)
+    steps, notice = OptimConfig(warmup_steps=10_000).warmup_for(200)
     assert steps == 20 and "optim.warmup_steps=10000 is over half of trainer.max_steps=200" in notice
-    assert warmup_steps_for(OptimConfig(warmup_steps=10_000), 1_000_000) == (10_000, None)
-    assert warmup_steps_for(OptimConfig(warmup_steps=10_000, warmup_share=0.05), 200) == (10, None)
-    assert warmup_steps_for(OptimConfig(warmup_steps=10_000), 1)[0] == 1  # a one-step smoke run still works
+    assert OptimConfig(warmup_steps=10_000).warmup_for(1_000_000) == (10_000, None)
+    assert OptimConfig(warmup_steps=10_000, warmup_share=0.05).warmup_for(200) == (10, None)
+    assert OptimConfig(warmup_steps=10_000).warmup_for(1)[0] == 1  # a one-step smoke run still works
 
 
 def test_readme_style_short_run_learns(corpus, tmp_path):

@@ -8,9 +8,9 @@ import random
 import pytest
 import torch
 
-from .finetune_runs import finetune, finetune_in_process, predictions
-from .fixtures import labelled_sentence, write_classification_csv, write_conll
-from .runs import TORCHRUN
+from .helpers.finetune_runs import finetune, finetune_in_process, predictions
+from .helpers.corpora import labelled_sentence, write_classification_csv, write_conll
+from .helpers.runs import TORCHRUN
 
 # Enough steps for the tiny model to learn a one-word rule: 240 examples, batch 16, 6 epochs at 3e-3, no layer decay.
 LEARNS = ["trainer.epochs=6", "trainer.batch_size=16", "optim.lr=3e-3", "optim.layerwise_lr_decay=1.0",
@@ -99,7 +99,7 @@ def test_a_randomly_initialised_model_of_the_same_shape_is_the_baseline(tiny_exp
 def test_sentence_pair_regression_scores_pearson_and_spearman(tiny_export, tmp_path):
     from transformers import ElectraForSequenceClassification
 
-    from electra_pretrain.task_metrics import pearson, spearman
+    from electra_pretrain.finetune.metrics import pearson, spearman
 
     rng = random.Random(3)
     for name, rows in (("train.tsv", 120), ("dev.tsv", 40)):
@@ -128,7 +128,7 @@ def test_sentence_pair_regression_scores_pearson_and_spearman(tiny_export, tmp_p
 def test_token_classification_from_conll_and_jsonl(tiny_export, tmp_path):
     from transformers import ElectraForTokenClassification
 
-    from electra_pretrain.task_metrics import span_scores
+    from electra_pretrain.finetune.metrics import span_scores
 
     train = write_conll(tmp_path / "train.conll", 160, seed=4)
     valid = write_conll(tmp_path / "valid.conll", 30, seed=5, long_sentence=40)

@@ -3,10 +3,11 @@
 import pytest
 import torch
 
-from electra_pretrain.modeling import ElectraDiscriminator, ElectraGenerator, generator_config
-from electra_pretrain.objective import Electra
+from electra_pretrain.modeling import ElectraDiscriminator, ElectraGenerator
+from electra_pretrain.model_config import generator_config
+from electra_pretrain.pretrain.objective import Electra
 
-from .fixtures import tiny_config
+from .helpers.corpora import tiny_config
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -36,7 +37,7 @@ def test_sdpa_matches_eager_on_gpu():
 def test_mixed_precision_steps_are_finite_and_learn(precision):
     from accelerate import Accelerator
 
-    from electra_pretrain.step import LossSpikeGuard, SkipCounts, train_step
+    from electra_pretrain.pretrain.step import LossSpikeGuard, SkipCounts, train_step
 
     if precision == "bf16" and not torch.cuda.is_bf16_supported():
         pytest.skip("no bf16 on this GPU")
@@ -70,7 +71,7 @@ def test_dropout_on_gpu_auto_is_torch_and_packed_has_the_right_rate():
 
 
 def test_ablation_variants_step_on_gpu():
-    from electra_pretrain.bench import ablation_variants, run_worker
+    from electra_pretrain.tools.bench import ablation_variants, run_worker
 
     for _, variant in ablation_variants("cuda"):
         if not variant.compile:
@@ -80,8 +81,8 @@ def test_ablation_variants_step_on_gpu():
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_fine_tuning_in_mixed_precision_learns_on_gpu(tiny_export, tmp_path, precision):
-    from .finetune_runs import finetune_in_process
-    from .fixtures import write_classification_csv
+    from .helpers.finetune_runs import finetune_in_process
+    from .helpers.corpora import write_classification_csv
 
     train = write_classification_csv(tmp_path / "train.csv", 240, seed=1)
     valid = write_classification_csv(tmp_path / "valid.csv", 61, seed=2)

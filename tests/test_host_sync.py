@@ -6,7 +6,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from .runs import overrides
+from .helpers.runs import overrides
 
 # The tensor methods that wait for the device and copy a value to the host.
 SYNCING = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__")
@@ -15,7 +15,8 @@ SYNCING = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__",
 def test_steps_that_do_not_log_make_no_host_sync(corpus, tmp_path, monkeypatch):
     """Counted in the training process; the examples are built in a dataloader worker, as on a GPU machine (its
     tensors are host memory anyway)."""
-    from electra_pretrain.train import CONFIG_DIR, Trainer
+    from electra_pretrain.pretrain.app import CONFIG_DIR
+    from electra_pretrain.pretrain.train import Trainer
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", overrides=overrides(corpus, tmp_path / "run", "trainer.max_steps=8",

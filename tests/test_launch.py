@@ -6,7 +6,7 @@ import signal
 import subprocess
 import time
 
-from .runs import ROOT
+from .helpers.runs import ROOT
 
 
 def test_slurm_script_renders_the_launch_and_requeues_after_the_trainer_saved(tmp_path):

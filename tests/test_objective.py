@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from electra_pretrain.modeling import ElectraConfig, ElectraDiscriminator, ElectraGenerator, generator_config
-from electra_pretrain.objective import (
+from electra_pretrain.modeling import ElectraDiscriminator, ElectraGenerator
+from electra_pretrain.model_config import ElectraConfig, generator_config
+from electra_pretrain.pretrain.objective import (
     DisentangledEmbeddings,
     Electra,
     gumbel_sample,
@@ -12,7 +13,7 @@ from electra_pretrain.objective import (
     max_predictions_for,
 )
 
-from . import fixtures
+from .helpers import corpora as fixtures
 
 PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4
 SPECIALS = torch.tensor([PAD, CLS, SEP, MASK])
@@ -230,7 +231,7 @@ def test_original_masked_count_is_the_expected_distinct_count_of_draws_with_repl
 
 
 def test_original_init_is_glorot_uniform_for_the_projection_and_the_rtd_output():
-    from electra_pretrain.objective import original_init
+    from electra_pretrain.pretrain.build import original_init
 
     electra = tiny_electra()
     original_init(electra)

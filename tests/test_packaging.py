@@ -10,7 +10,7 @@ import pytest
 
 from electra_pretrain.cli import build_parser
 
-from .runs import ENV, ROOT, overrides
+from .helpers.runs import ENV, ROOT, overrides
 
 
 @pytest.fixture(scope="module")
@@ -23,12 +23,13 @@ def wheel_site(tmp_path_factory):
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         archive.extractall(folder / "site")
-    assert "electra_pretrain/configs/train.yaml" in names and "electra_pretrain/configs/model/tiny.yaml" in names
-    assert "electra_pretrain/configs/finetune.yaml" in names and "electra_pretrain/configs/task/cola.yaml" in names
+    assert {"electra_pretrain/configs/pretrain/train.yaml", "electra_pretrain/configs/pretrain/model/tiny.yaml",
+            "electra_pretrain/configs/finetune/finetune.yaml", "electra_pretrain/configs/finetune/task/cola.yaml",
+            "electra_pretrain/finetune/kinds/classification.py"} <= set(names)
     return folder / "site"
 
 
-@pytest.mark.parametrize("entry", [("-m", "electra_pretrain.train"), ("-m", "electra_pretrain.cli", "train")],
+@pytest.mark.parametrize("entry", [("-m", "electra_pretrain.pretrain.app"), ("-m", "electra_pretrain", "train")],
                          ids=["module", "cli"])
 def test_the_wheel_trains_from_another_directory(corpus, wheel_site, tmp_path, entry):
     out = tmp_path / "run"
@@ -37,17 +38,17 @@ def test_the_wheel_trains_from_another_directory(corpus, wheel_site, tmp_path, e
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / "export" / "discriminator" / "model.safetensors").is_file()
     assert "configs" not in {p.name for p in tmp_path.iterdir()}  # nothing borrowed from a checkout
-    version = subprocess.run([sys.executable, "-m", "electra_pretrain.cli", "--version"], cwd=tmp_path, env=ENV,
+    version = subprocess.run([sys.executable, "-m", "electra_pretrain", "--version"], cwd=tmp_path, env=ENV,
                              capture_output=True, text=True)
     assert version.stdout.startswith("electra-pretrain 0.1")
 
 
 def test_the_wheel_fine_tunes_from_another_directory(tiny_export, wheel_site, tmp_path):
-    from .fixtures import write_classification_csv
+    from .helpers.corpora import write_classification_csv
 
     train = write_classification_csv(tmp_path / "train.csv", 40, seed=1)
     out = tmp_path / "out"
-    result = subprocess.run([sys.executable, "-m", "electra_pretrain.cli", "finetune", f"model_path={tiny_export}",
+    result = subprocess.run([sys.executable, "-m", "electra_pretrain", "finetune", f"model_path={tiny_export}",
                              "task=sst2", "task.text_fields=[text]", "task.labels=[neg,pos]",
                              f"task.train_files=[{train}]", f"task.validation_files=[{train}]", "trainer.epochs=1",
                              f"output_dir={out}", "logging=none"], cwd=tmp_path,

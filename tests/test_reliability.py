@@ -16,17 +16,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from electra_pretrain.checkpoint import Checkpointer
-from electra_pretrain.config import TrainerConfig
+from electra_pretrain.pretrain.checkpoint import Checkpointer
+from electra_pretrain.pretrain.config import TrainerConfig
 from electra_pretrain.modeling import ElectraDiscriminator, ElectraGenerator
-from electra_pretrain.objective import Electra
+from electra_pretrain.pretrain.objective import Electra
 from electra_pretrain.run_lock import RunLock
-from electra_pretrain.step import LossSpikeGuard, SkipCounts, train_step
+from electra_pretrain.pretrain.step import LossSpikeGuard, SkipCounts, train_step
 from electra_pretrain.tokenizer import SPECIAL_TOKENS, load_tokenizer, train_tokenizer
 from electra_pretrain.wordpiece_trainer import count_words, learn_vocabulary
 
-from .fixtures import tiny_config
-from .runs import ENV, ROOT, TORCHRUN, assert_same_exports, losses, metrics, overrides, start, train
+from .helpers.corpora import tiny_config
+from .helpers.runs import ENV, ROOT, TORCHRUN, assert_same_exports, losses, metrics, overrides, start, train
 
 
 def without(args: list[str], prefix: str) -> list[str]:
@@ -131,7 +131,7 @@ def test_signal_to_every_process_with_a_data_worker_saves_and_exits_75(corpus, t
 
 
 def test_a_second_sigint_aborts():
-    from electra_pretrain.train import StopFlag
+    from electra_pretrain.pretrain.train import StopFlag
 
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)}
     try:
@@ -250,11 +250,11 @@ def test_non_finite_weights_are_never_checkpointed(tmp_path):
 def test_a_loss_spike_or_a_non_finite_step_leaves_weights_and_moments_untouched(implementation):
     from accelerate import Accelerator
 
-    from electra_pretrain.config import OptimConfig
+    from electra_pretrain.pretrain.config import OptimConfig
     from electra_pretrain.optim import build_optimizer
 
     model = _tiny_electra()
-    optimizer = build_optimizer(model, OptimConfig(implementation=implementation), torch.device("cpu"))
+    optimizer = build_optimizer(model, OptimConfig(implementation=implementation), lr=5e-4)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
     guard, skips = LossSpikeGuard(factor=2.0, device=torch.device("cpu"), warmup=1), SkipCounts(torch.device("cpu"))
     guard.accept(torch.tensor(1.0), torch.tensor(True))  # running mean 1; a fresh model's loss is about 40
@@ -334,7 +334,7 @@ def test_damaged_tokenizer_and_config_files_are_one_line_errors(tmp_path, uninte
         load_tokenizer(tmp_path / "tok")
     checkpoint = copy_run(uninterrupted / "checkpoints" / "step_12", tmp_path / "step_12")
     (checkpoint / "config.yaml").write_text("model: [1, 2\n")
-    cli = [sys.executable, "-m", "electra_pretrain.cli"]
+    cli = [sys.executable, "-m", "electra_pretrain"]
     export = subprocess.run([*cli, "export", str(checkpoint), "--out", str(tmp_path / "x")], env=ENV,
                             capture_output=True, text=True)
     assert "config.yaml: not a training config this version reads" in one_line_error(export)

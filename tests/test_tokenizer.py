@@ -5,7 +5,7 @@ import transformers
 
 from electra_pretrain.tokenizer import load_tokenizer, save_tokenizer, special_token_ids, train_tokenizer
 
-from .fixtures import WORDS
+from .helpers.corpora import WORDS
 
 TRICKY = ["Café déjà vu — naïve résumé!", "Prices rose 12.5% in 2024, (about $3,400).", "東京で会いましょう 你好",
           "Emoji 🙂 and Ωmega zzzqqxyzzy", "UPPER lower MiXeD", "tabs\tand\u00a0spaces"]

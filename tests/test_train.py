@@ -17,8 +17,8 @@ from safetensors.torch import load_file
 from electra_pretrain.optim import lr_multiplier, parameter_groups
 from electra_pretrain.tokenizer import MIN_VOCAB_SIZE
 
-from .fixtures import tiny_config
-from .runs import ENV, ROOT, assert_same_exports, losses, metrics, overrides, train
+from .helpers.corpora import tiny_config
+from .helpers.runs import ENV, ROOT, assert_same_exports, losses, metrics, overrides, train
 
 
 def test_run_writes_checkpoints_metrics_and_loadable_exports(uninterrupted):
@@ -101,7 +101,7 @@ def test_output_dir_with_another_config_is_refused(corpus, uninterrupted):
 
 def test_tokenizer_that_does_not_match_the_checkpoint_is_refused(corpus, uninterrupted, tmp_path):
     other = tmp_path / "other_tok"
-    subprocess.run([sys.executable, "-m", "electra_pretrain.cli", "tokenizer", "train", str(corpus),
+    subprocess.run([sys.executable, "-m", "electra_pretrain", "tokenizer", "train", str(corpus),
                     "--vocab-size", "250", "--cased", "--out", str(other)], check=True, env=ENV, capture_output=True)
     result = train(overrides(corpus, uninterrupted, f"tokenizer.path={other}",
                              "trainer.allow_config_change=[tokenizer.path]"), check=False)

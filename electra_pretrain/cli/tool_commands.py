@@ -1,0 +1,156 @@
+"""Subcommands of the tools over both wings: benchmarks against peers and corpus preparation."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from electra_pretrain.cli.pretrain_commands import resolve_device
+from electra_pretrain.config_base import MIXED_PRECISIONS
+from electra_pretrain.model_config import PRESETS
+from electra_pretrain.pretrain.config import DOCUMENT_BOUNDARIES
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    add_bench(sub)
+    add_spam_corpus(sub)
+
+
+def add_bench(sub: argparse._SubParsersAction) -> None:
+    bench = sub.add_parser("bench", help="time training steps (ours vs a transformers peer), or the data pipeline")
+    bench_sub = bench.add_subparsers(dest="target")
+    data = bench_sub.add_parser("data", help="tokens/s of the example pipeline")
+    data.add_argument("files", nargs="+", help="files, globs or directories")
+    data.add_argument("--document-boundary", default="blank_line", choices=DOCUMENT_BOUNDARIES,
+                      help="text files: a blank line ends a document, or one document per line")
+    data.add_argument("--tokenizer", default=None, help="tokenizer folder (default: train one on the files)")
+    data.add_argument("--vocab-size", type=int, default=30522, help="when a tokenizer is trained (no --tokenizer)")
+    data.add_argument("--seq-len", type=int, default=128, help="tokens per example")
+    data.add_argument("--examples", type=int, default=20000, help="examples to build and time")
+    data.add_argument("--workers", default="0,1,2", help="dataloader worker counts to time, comma-separated")
+    data.add_argument("--json", action="store_true", help="print one JSON object")
+    data.set_defaults(func=bench_data_command)
+    tune = bench_sub.add_parser("finetune", help="our fine-tuning loop vs a transformers-built one: accuracy and "
+                                                 "examples/s on the same data (layer-wise decay off)")
+    tune.add_argument("model", help="an export folder or a transformers ELECTRA discriminator folder")
+    tune.add_argument("--train", default="data/spam/train.csv", help="csv with text and label columns")
+    tune.add_argument("--validation", default="data/spam/validation.csv", help="csv with text and label columns")
+    tune.add_argument("--seeds", default="0,1,2", help="comma-separated; accuracy is averaged over them")
+    tune.add_argument("--epochs", type=int, default=3, help="passes over the training set")
+    tune.add_argument("--lr", type=float, default=3e-4, help="finetune.py's default for models up to width 256")
+    tune.add_argument("--batch-size", type=int, default=32, help="examples per optimizer step")
+    tune.add_argument("--max-length", type=int, default=128, help="tokens per example, at most")
+    tune.add_argument("--json", action="store_true", help="print one JSON object")
+    tune.set_defaults(func=bench_finetune_command)
+    bench.add_argument("--model", default="small", choices=sorted(PRESETS), help="model preset to time")
+    bench.add_argument("--seq-len", type=int, default=128, help="tokens per sequence")
+    bench.add_argument("--batch-size", type=int, default=32, help="sequences per step")
+    bench.add_argument("--vocab-size", type=int, default=30522, help="our model's vocabulary (e.g. a run "
+                                                                        "tokenizer's, to compare with train.py)")
+    bench.add_argument("--precision", default="no", choices=MIXED_PRECISIONS, help="accelerate mixed precision")
+    bench.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                       help="where to time (auto: cuda when available)")
+    bench.add_argument("--steps", type=int, default=10, help="timed steps (the median is reported)")
+    bench.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    bench.add_argument("--compile", action="store_true", help="torch.compile the step")
+    bench.add_argument("--no-reference", dest="reference", action="store_false",
+                       help="skip the transformers-built peer")
+    bench.add_argument("--ablation", action="store_true",
+                       help="time the fast path one change at a time, from a naive step (no reference)")
+    bench.add_argument("--default-malloc", dest="keep_freed_memory", action="store_false",
+                       help="CPU: leave glibc's allocator as it is in every worker (trainer.keep_freed_memory=false)")
+    bench.add_argument("--peak-flops", type=float, default=None, help="peak FLOP/s for MFU (default: measured "
+                                                                         "on CPU, data sheet on GPU)")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.set_defaults(func=bench_command)
+
+
+def bench_command(args: argparse.Namespace) -> None:
+    args.device = resolve_device(args.device)
+    from electra_pretrain.tools.bench import bench_ablation, bench_model
+
+    if args.ablation:
+        print_ablation(args, bench_ablation(args))
+        return
+    result = bench_model(args)
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"{args.model} seq {args.seq_len} batch {args.batch_size} {args.precision} on {args.device}"
+          f"{'' if args.device != 'cpu' else ', freed memory kept' if args.keep_freed_memory else ', glibc default'}")
+    print(f"  ours:      {result['step_time_s'] * 1e3:8.1f} ms/step  {result['tokens_per_s']:10.0f} tok/s  "
+          f"MFU {result['mfu']:.1%}  peak mem {result['peak_mem_bytes'] / 2**20:.0f} MiB")
+    print(f"  model FLOPs per token {result['flops_per_token'] / 1e6:.1f} M; peak {result['peak_flops'] / 1e12:.2f} "
+          f"TFLOP/s ({result['peak_flops_source']})")
+    if "reference" in result:
+        ref = result["reference"]
+        print(f"  reference ({ref['kind']}): {ref['step_time_s'] * 1e3:8.1f} ms/step  {ref['tokens_per_s']:10.0f} "
+              f"tok/s  peak mem {ref['peak_mem_bytes'] / 2**20:.0f} MiB")
+        print(f"  speed-up x{result['speedup_vs_reference']:.2f}, memory ratio "
+              f"{result['memory_ratio_vs_reference']:.2f}")
+
+
+def print_ablation(args: argparse.Namespace, rows: list[dict]) -> None:
+    if args.json:
+        print(json.dumps(rows))
+        return
+    print(f"{args.model} seq {args.seq_len} batch {args.batch_size} on {args.device}: each row adds one change")
+    print(f"{'change':<100} {'ms/step':>8} {'tok/s':>8} {'vs above':>8} {'vs naive':>8} {'peak MiB':>8}")
+    previous = rows[0]
+    for row in rows:
+        print(f"{row['change']:<100} {row['step_time_s'] * 1e3:8.0f} {row['tokens_per_s']:8.0f} "
+              f"{row['tokens_per_s'] / previous['tokens_per_s']:7.2f}x {row['tokens_per_s'] / rows[0]['tokens_per_s']:7.2f}x "
+              f"{row['peak_mem_bytes'] / 2**20:8.0f}")
+        if not row["probe"]:
+            previous = row
+
+
+def bench_data_command(args: argparse.Namespace) -> None:
+    from electra_pretrain.tools.bench import bench_data as run
+
+    workers = [int(w) for w in args.workers.split(",")]
+    result = run(args.files, args.document_boundary, args.tokenizer, args.vocab_size, args.seq_len,
+                        args.examples, workers)
+    if args.json:
+        print(json.dumps(result))
+        return
+    for row in result["rows"]:
+        print(f"data, {row['num_workers']} worker(s): {row['tokens_per_s']:.0f} tokens/s per process "
+              f"(x{row['ratio']:.2f}; {row['examples']} examples, {row['seconds']:.1f} s), padding share "
+              f"{row['padding_share']:.2%}")
+
+
+def bench_finetune_command(args: argparse.Namespace) -> None:
+    from electra_pretrain.tools.bench_finetune import bench_finetune as run
+
+    result = run(args.model, args.train, args.validation, [int(s) for s in args.seeds.split(",")],
+                            args.epochs, args.lr, args.batch_size, args.max_length)
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"fine-tuning {result['model']}: {result['train_examples']} training examples, {args.epochs} epochs, "
+          f"batch {args.batch_size}, lr {args.lr:g}, layer-wise decay off")
+    print(f"{'seed':>4} {'ours acc':>9} {'peer acc':>9} {'ours ex/s':>10} {'peer ex/s':>10}")
+    for row in result["per_seed"]:
+        print(f"{row['seed']:>4} {row['ours']['accuracy']:9.4f} {row['transformers']['accuracy']:9.4f} "
+              f"{row['ours']['examples_per_s']:10.1f} {row['transformers']['examples_per_s']:10.1f}")
+    mean = result["mean"]
+    print(f"mean {mean['ours']['accuracy']:9.4f} {mean['transformers']['accuracy']:9.4f} "
+          f"{mean['ours']['examples_per_s']:10.1f} {mean['transformers']['examples_per_s']:10.1f}")
+    print(f"accuracy difference {result['accuracy_difference_points']:+.2f} points; throughput "
+          f"x{result['throughput_ratio']:.2f} of the transformers loop")
+
+
+def add_spam_corpus(sub: argparse._SubParsersAction) -> None:
+    spam = sub.add_parser("spam-corpus", help="the SpamAssassin npm package's messages as train/validation/test csv")
+    spam.add_argument("package_data", type=Path, help="the unpacked package's data/ folder")
+    spam.add_argument("--out", type=Path, default=Path("data/spam"), help="folder for the csv files")
+    spam.set_defaults(func=spam_corpus_command)
+
+
+def spam_corpus_command(args: argparse.Namespace) -> None:
+    from electra_pretrain.tools.spam_corpus import write_splits
+
+    for split, counts in write_splits(args.package_data, args.out).items():
+        print(f"{args.out / split}.csv: {counts['ham']} ham, {counts['spam']} spam")

@@ -1,0 +1,143 @@
+"""Typed fine-tuning configuration (`python finetune.py <overrides>`), validated once before anything is built.
+
+The defaults are google-research/electra's fine-tuning recipe (configure_finetuning.py and the paper's appendix):
+layer-wise learning-rate decay 0.8, 10% warmup then linear decay, weight decay 0.01 (not on LayerNorm and biases),
+3 epochs, batch 32, length 128, and a learning rate by model size (3e-4 Small, 1e-4 Base, 5e-5 Large).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hydra.core.config_store import ConfigStore
+
+from electra_pretrain.config_base import MIXED_PRECISIONS, AdamWConfig, check_choice
+from electra_pretrain.model_config import ATTN_IMPLEMENTATIONS
+from electra_pretrain.tracking import LoggingConfig, register_logging_configs
+
+# Each task kind and the metrics it reports (kinds/ implements one class per kind; a test checks they agree).
+TASK_KINDS: dict[str, tuple[str, ...]] = {
+    "classification": ("accuracy", "f1", "matthews"),
+    "regression": ("pearson", "spearman"),
+    "token_classification": ("span_f1", "span_precision", "span_recall", "token_accuracy"),
+}
+TASK_FORMATS = ("auto", "csv", "tsv", "json", "parquet", "conll")
+MODEL_INITS = ("pretrained", "random")  # random: the same shape freshly initialised, the honest baseline
+KEEP = ("best", "last")
+
+
+@dataclass
+class TaskConfig:
+    """What is learnt from which files. GLUE presets (configs/finetune/task/) fill the fields and metrics."""
+
+    name: str = "classification"  # a label for logs and results.json
+    kind: str = "classification"  # classification | regression | token_classification
+    train_files: list[str] = field(default_factory=list)  # files or globs
+    validation_files: list[str] = field(default_factory=list)
+    test_files: list[str] = field(default_factory=list)  # predicted; scored too when every row has a label
+    hub: str | None = None  # a hub dataset instead of files (needs network), e.g. glue
+    hub_config: str | None = None  # e.g. sst2
+    hub_splits: list[str] = field(default_factory=lambda: ["train", "validation", "test"])
+    format: str = "auto"  # auto (by extension) | csv | tsv | json | parquet | conll
+    column_names: list[str] = field(default_factory=list)  # for csv/tsv files whose first line is not a header
+    text_fields: list[str] = field(default_factory=lambda: ["text"])  # one field, or two for sentence pairs
+    label_field: str = "label"
+    labels: list[str] = field(default_factory=list)  # label names in id order; empty: sorted training labels
+    positive_label: str = "1"  # the class `f1` is computed for
+    tokens_field: str = "tokens"  # token classification from json / parquet: a list of words ...
+    tags_field: str = "tags"  # ... and a list of tags of the same length
+    conll_token_column: int = 0  # token classification from CoNLL columns
+    conll_tag_column: int = -1
+    metrics: list[str] = field(default_factory=lambda: ["accuracy"])  # the first one selects the kept epoch / seed
+    max_length: int = 128  # tokens, [CLS] and [SEP] included; batches are padded to their longest example only
+
+    def __post_init__(self) -> None:
+        check_choice("task.kind", self.kind, TASK_KINDS)
+        check_choice("task.format", self.format, TASK_FORMATS)
+        if not self.metrics:
+            raise ValueError("task.metrics is empty; name at least one, e.g. task.metrics=[accuracy]")
+        for metric in self.metrics:
+            check_choice(f"task.metrics ({self.kind})", metric, TASK_KINDS[self.kind])
+        if self.kind != "token_classification" and len(self.text_fields) not in (1, 2):
+            raise ValueError(f"task.text_fields={list(self.text_fields)}: give one field, or two for sentence pairs")
+        if self.kind == "regression" and self.labels:
+            raise ValueError("task.labels is for classification; a regression task has no label names")
+        if self.max_length < 8:
+            raise ValueError(f"task.max_length must be >= 8, got {self.max_length}")
+        if self.hub and (self.train_files or self.validation_files or self.test_files):
+            raise ValueError("task: give either task.hub or task.train_files / validation_files, not both")
+
+
+@dataclass
+class FinetuneOptimConfig(AdamWConfig):
+    lr: float | None = None  # None: by model size, 3e-4 up to width 256 (Small), 1e-4 (Base), 5e-5 from 1024 (Large)
+    layerwise_lr_decay: float = 0.8  # lr x decay^(layers + 2 - depth); 1.0 turns it off (docs/finetuning.md)
+    warmup_share: float = 0.1  # of the optimizer steps, then linear decay to 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.lr is not None and self.lr <= 0:
+            raise ValueError(f"optim.lr must be > 0, got {self.lr}")
+        if not 0.0 < self.layerwise_lr_decay <= 1.0:
+            raise ValueError(f"optim.layerwise_lr_decay must be in (0, 1] (1.0: off), got {self.layerwise_lr_decay}")
+        if not 0.0 <= self.warmup_share < 1.0:
+            raise ValueError(f"optim.warmup_share must be in [0, 1), got {self.warmup_share}")
+
+    def lr_for(self, hidden_size: int) -> float:
+        if self.lr is not None:
+            return self.lr
+        return 3e-4 if hidden_size <= 256 else 5e-5 if hidden_size >= 1024 else 1e-4
+
+
+@dataclass
+class FinetuneTrainerConfig:
+    epochs: int = 3
+    batch_size: int = 32  # examples per optimizer step, over all processes
+    eval_batch_size: int = 128  # per process
+    mixed_precision: str = "no"  # no | fp16 | bf16
+    keep: str = "best"  # best: the epoch with the best validation score | last: the final epoch
+    save_model: bool = True  # write the kept seed's model to output_dir/model (transformers format)
+
+    def __post_init__(self) -> None:
+        check_choice("trainer.mixed_precision", self.mixed_precision, MIXED_PRECISIONS)
+        check_choice("trainer.keep", self.keep, KEEP)
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"trainer.{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class FinetuneConfig:
+    # An export of this project (its root or export/discriminator) or any transformers ELECTRA folder
+    # (config.json + model.safetensors, or pytorch_model.bin read with weights_only=True, + tokenizer files).
+    model_path: str | None = None
+    model_init: str = "pretrained"  # pretrained | random (same shape, fresh weights: the baseline to beat)
+    tokenizer_path: str | None = None  # default: the model folder's tokenizer
+    classifier_dropout: float | None = None  # None: the model's hidden_dropout_prob (transformers' rule)
+    attn_implementation: str = "sdpa"
+    task: TaskConfig = field(default_factory=TaskConfig)
+    optim: FinetuneOptimConfig = field(default_factory=FinetuneOptimConfig)
+    trainer: FinetuneTrainerConfig = field(default_factory=FinetuneTrainerConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    seed: int = 0
+    seeds: list[int] = field(default_factory=list)  # several runs in one command; empty: [seed]
+    output_dir: str = "runs/finetune"
+
+    def __post_init__(self) -> None:
+        if not self.model_path:
+            raise ValueError("model_path is not set; name an export folder, e.g. model_path=runs/demo/export")
+        check_choice("model_init", self.model_init, MODEL_INITS)
+        check_choice("attn_implementation", self.attn_implementation, ATTN_IMPLEMENTATIONS)
+        if self.classifier_dropout is not None and not 0.0 <= self.classifier_dropout < 1.0:
+            raise ValueError(f"classifier_dropout must be in [0, 1), got {self.classifier_dropout}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds={list(self.seeds)} repeats a seed")
+
+    def run_seeds(self) -> list[int]:
+        return list(self.seeds) or [self.seed]
+
+
+def register_finetune_configs() -> None:
+    """The root schema that configs/finetune/finetune.yaml fills, and the shared `logging` group."""
+    ConfigStore.instance().store(name="finetune_schema", node=FinetuneConfig)
+    register_logging_configs()

@@ -1,0 +1,97 @@
+"""A task's data once read and encoded: examples and features of every split, and the way from model outputs to
+predictions, scores and prediction rows (each step delegated to the task's kind)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+from electra_pretrain.finetune.batches import Feature
+from electra_pretrain.finetune.config import FinetuneConfig, TaskConfig
+from electra_pretrain.finetune.kinds import Prediction, TaskKind, task_kind
+from electra_pretrain.finetune.readers import SPLITS, TaskExample, expand, read_hub_split, task_file_format
+
+
+@dataclass
+class TaskData:
+    kind: TaskKind
+    tokenizer: Tokenizer
+    examples: dict[str, list[TaskExample]]  # split -> examples in file order
+    features: dict[str, list[Feature]]  # split -> features, `index` = position
+
+    @property
+    def label_names(self) -> list[str] | None:
+        return self.kind.labels
+
+    def labelled(self, split: str) -> bool:
+        return all(e.label is not None for e in self.examples[split])
+
+    def predictions(self, split: str, outputs: list) -> list[Prediction]:
+        """Per example, from the outputs of every feature of the split (in feature order)."""
+        return self.kind.predictions(self.examples[split], self.features[split], outputs)
+
+    def score(self, split: str, predictions: list[Prediction]) -> dict[str, float]:
+        return self.kind.score(self.examples[split], predictions)
+
+    def prediction_rows(self, split: str, predictions: list[Prediction]) -> Iterator[dict]:
+        """One JSON-ready row per example, in file order: its index, its label when known, the prediction."""
+        for index, (example, prediction) in enumerate(zip(self.examples[split], predictions)):
+            yield {"index": index, **self.kind.prediction_row(example, prediction)}
+
+    def summary(self, folder: Path, config: FinetuneConfig) -> str:
+        task, labels = config.task, self.label_names
+        sizes = ", ".join(f"{split} {len(examples)}" for split, examples in self.examples.items())
+        described = "no label names" if labels is None else \
+            f"{len(labels)} labels {labels[:12]}{' ...' if len(labels) > 12 else ''}"
+        if task.kind == "regression":
+            described = "regression (one output)"
+        cut = ", ".join(f"{split} {self.kind.truncated(self.features[split])}" for split in self.examples)
+        return "\n".join([
+            f"task:      {task.name} ({task.kind}), {described}, metrics {list(task.metrics)}",
+            f"model:     {folder} ({config.model_init} weights)",
+            f"examples:  {sizes}",
+            f"length:    at most {task.max_length} tokens; {self.kind.unit} cut off by that limit: {cut}",
+            f"seeds:     {config.run_seeds()}, {config.trainer.epochs} epochs, batch {config.trainer.batch_size}, "
+            f"kept epoch: {config.trainer.keep}",
+        ])
+
+
+def read_task(kind: TaskKind, task: TaskConfig) -> dict[str, list[TaskExample]]:
+    """{"train": [...], "validation": [...], "test": [...] (when given)}, from files or task.hub."""
+    if task.hub:
+        examples = {}
+        for split, name in zip(SPLITS, task.hub_splits):
+            rows, names = read_hub_split(task, name, kind.hub_label_field())
+            examples[split] = kind.from_rows(rows, split, f"{task.hub}/{name}", names)
+        return examples
+    for split in ("train", "validation"):
+        if not getattr(task, f"{split}_files"):
+            raise ValueError(f"task.{split}_files is empty; name the {split} file(s), e.g. "
+                             f"'task.{split}_files=[data/{split}.csv]' (or task.hub)")
+    return {split: read_split(kind, task, split, getattr(task, f"{split}_files")) for split in SPLITS
+            if getattr(task, f"{split}_files")}
+
+
+def read_split(kind: TaskKind, task: TaskConfig, split: str, patterns: list[str]) -> list[TaskExample]:
+    """Every example of the split's files, in file order."""
+    examples: list[TaskExample] = []
+    for path in expand(patterns, f"task.{split}_files"):
+        examples += kind.read_file(path, task_file_format(path, task.format), split)
+    if not examples:
+        raise ValueError(f"task.{split}_files: {', '.join(patterns)} hold no examples")
+    return examples
+
+
+def prepare_task_data(task: TaskConfig, tokenizer: Tokenizer) -> TaskData:
+    """Read (training and validation rows always carry labels: the kinds refuse them otherwise), learn and check
+    the labels, encode."""
+    kind = task_kind(task)
+    examples = read_task(kind, task)
+    kind.learn_labels(examples["train"])
+    for split, split_examples in examples.items():
+        kind.check_labels(split_examples, split)
+    features = {split: kind.encode(split_examples, tokenizer) for split, split_examples in examples.items()}
+    return TaskData(kind, tokenizer, examples, features)

@@ -1,0 +1,1 @@
+"""The pretraining app: text -> examples -> the joint ELECTRA module -> checkpoints and exports."""

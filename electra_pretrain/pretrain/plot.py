@@ -1,0 +1,97 @@
+"""Curves of one or more runs from their metrics.jsonl, as one PNG (matplotlib, headless Agg backend).
+
+Panels: total loss; MLM loss and RTD loss (training, and held-out as dashed lines with markers); accuracies;
+held-out AUCs; learning rate; throughput. Several runs are overlaid, one colour per run (labelled
+with the run's folder name), against steps or tokens.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from electra_pretrain.tracking import METRICS_FILE
+
+X_AXES = ("step", "tokens")
+# (title, [(metric, label)]): training metrics are drawn solid, "eval/" ones dashed with markers.
+PANELS = (
+    ("loss (1 x MLM + 50 x RTD)", [("loss", "train")]),
+    ("MLM loss", [("mlm_loss", "train"), ("eval/mlm_loss", "held-out")]),
+    ("RTD loss", [("rtd_loss", "train"), ("eval/rtd_loss", "held-out")]),
+    ("accuracy", [("gen_accuracy", "MLM train"), ("eval/mlm_accuracy", "MLM held-out"),
+                  ("disc_accuracy", "RTD train"), ("eval/disc_accuracy", "RTD held-out")]),
+    ("held-out discriminator AUC", [("eval/disc_auc", "generator's replacements"),
+                                    ("eval/random_replacement_auc", "random replacements")]),
+    ("learning rate", [("lr", "lr")]),
+    ("throughput (non-pad tokens/s)", [("tokens_per_s", "tokens/s")]),
+)
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no {METRICS_FILE} (is this a run's output_dir?)")
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise ValueError(f"{path}:{number}: not a JSON line") from None
+    return rows
+
+
+def _series(rows: list[dict], metric: str, x_axis: str) -> tuple[np.ndarray, np.ndarray]:
+    steps = np.array([r["step"] for r in rows if metric in r], dtype=float)
+    values = np.array([r[metric] for r in rows if metric in r], dtype=float)
+    if x_axis == "tokens":  # eval rows carry no token count: read it off the training rows
+        known = [(r["step"], r["tokens"]) for r in rows if "tokens" in r]
+        if not known:
+            return np.array([]), np.array([])
+        known_steps, known_tokens = (np.array(column, dtype=float) for column in zip(*known))
+        steps = np.interp(steps, known_steps, known_tokens)
+    return steps, values
+
+
+def plot_runs(run_dirs: list[Path], out: Path, x_axis: str = "step") -> Path:
+    """Draw the runs' curves into `out` (PNG); returns `out`."""
+    if x_axis not in X_AXES:
+        raise ValueError(f"x axis {x_axis!r}; choose one of {X_AXES}")
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless; imported here so that the command line starts without it
+    import matplotlib.pyplot as plt
+
+    runs = [(Path(d).name or str(d), read_metrics(Path(d))) for d in run_dirs]
+    columns = 2
+    rows_needed = -(-len(PANELS) // columns)
+    fig, axes = plt.subplots(rows_needed, columns, figsize=(12, 3.2 * rows_needed), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (title, metrics) in zip(axes.flat, PANELS):
+        for run_index, (name, rows) in enumerate(runs):
+            for metric_index, (metric, label) in enumerate(metrics):
+                x, y = _series(rows, metric, x_axis)
+                if not len(x):
+                    continue
+                held_out = metric.startswith("eval/")
+                style = dict(linestyle="--", marker="o", markersize=3) if held_out else dict(linewidth=1.2)
+                if len(runs) > 1:  # one colour per run; the metric by line style and a thinner second line
+                    colour = colours[run_index % len(colours)]
+                    style["linewidth"] = 1.2 if metric_index < 2 else 0.7
+                else:
+                    colour = colours[metric_index % len(colours)]
+                ax.plot(x, y, color=colour, label=f"{name}: {label}" if len(runs) > 1 else label, **style)
+        ax.set_title(title)
+        ax.set_xlabel(x_axis)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    for ax in axes.flat[len(PANELS):]:
+        ax.axis("off")
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

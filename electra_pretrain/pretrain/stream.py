@@ -1,0 +1,303 @@
+"""The training stream: documents -> examples -> shuffle buffer -> padded batches, sharded and resumable.
+
+Sharding is by document: every reader ("slot": a process, or a dataloader worker of a process) walks the epoch's
+global document order and builds examples from the documents whose index i has i % slots == slot, where
+slots = processes x max(1, num_workers). Reading is cheap next to tokenizing, so every slot reads every document
+but tokenizes only its own. The stream never ends: after the last document it starts the next epoch with the files
+in a new seeded order.
+
+Resume: a slot's `state_dict()` holds the datasets position after its last document read, the global index there,
+the examples built but not yet yielded, the shuffle buffer and the RNG, so `load_state_dict()` continues with exactly
+the next example. torchdata's `StatefulDataLoader` collects these states from every worker (every SNAPSHOT_EVERY batches), so a
+checkpoint resumes bit-identically with any `num_workers`, as long as the process and worker counts are unchanged.
+
+Another layout (`resume_elsewhere`): the old slots' positions say which documents were already read (document i was
+read by old slot i % old_slots iff its epoch is past, or i is below that slot's index); the new slots skip exactly
+those, and the examples the old slots had built but not yielded are dealt out among the new ones. No document is
+read twice or left out; only the order of examples differs from an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import random
+import signal
+import warnings
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import datasets
+import torch
+from tokenizers import Tokenizer
+from torchdata.stateful_dataloader import StatefulDataLoader
+
+from electra_pretrain.pretrain.packing import Example, ExampleBuilder
+
+log = logging.getLogger(__name__)
+# torchdata 0.11 calls a torch function that torch 2.13 deprecates, once per dataloader.
+warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
+
+# The signals that ask a run to save and stop (train.StopFlag). SLURM and Ctrl-C send them to every process of the
+# job, data workers included; workers ignore them so that the main process can finish its step and save.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+
+
+@dataclass
+class StreamConfig:
+    max_seq_length: int = 128
+    shuffle_buffer: int = 1000  # examples; 0 or 1 keeps document order
+    seed: int = 0
+
+
+def _slot(rank: int, world_size: int) -> tuple[int, int]:
+    """(this reader's slot, number of slots): a dataloader worker is a slot of its own."""
+    worker = torch.utils.data.get_worker_info()
+    if worker is None:
+        return rank, world_size
+    return rank * worker.num_workers + worker.id, world_size * worker.num_workers
+
+
+def _pack(examples) -> dict[str, torch.Tensor]:
+    """Examples as three tensors: cheap to pickle with every batch, and loadable with weights_only=True."""
+    examples = list(examples)
+    return {"ids": torch.tensor([i for e in examples for i in e.input_ids], dtype=torch.int32),
+            "lengths": torch.tensor([len(e.input_ids) for e in examples], dtype=torch.int32),
+            "num_first": torch.tensor([e.num_first for e in examples], dtype=torch.int32)}
+
+
+def _unpack(packed: dict[str, torch.Tensor]) -> list[Example]:
+    pieces = torch.split(packed["ids"], packed["lengths"].tolist())
+    return [Example(p.tolist(), n) for p, n in zip(pieces, packed["num_first"].tolist())]
+
+
+class ExampleStream(torch.utils.data.IterableDataset):
+    """Infinite, deterministic, resumable stream of `Example`s for one slot (see the module docstring)."""
+
+    def __init__(self, documents: Callable[[int], datasets.IterableDataset], tokenizer: Tokenizer,
+                 config: StreamConfig, rank: int = 0, world_size: int = 1):
+        """`documents(epoch)` builds the document stream of an epoch (all processes, before sharding)."""
+        super().__init__()
+        self.documents = documents
+        self.tokenizer = tokenizer
+        self.config = config
+        self.rank = rank
+        self.world_size = world_size
+        self._state: dict | None = None  # set by load_state_dict; else the slot starts afresh
+        self._elsewhere: list[dict] | None = None  # set by resume_elsewhere
+        self._started = False
+
+    # -- the slot's position
+    def _start(self) -> None:
+        self.slot, self.slots = _slot(self.rank, self.world_size)
+        self._rng = random.Random(f"{self.config.seed}:{self.slot}")
+        self._epoch = 0
+        self._documents_state: dict | None = None  # datasets' position after the last own document read
+        self._next_index = 0  # global index of the document after it
+        self._pending: deque[Example] = deque()  # built from the last document, not yet in the buffer
+        self._buffer: list[Example] = []
+        self._target_length = self.config.max_seq_length
+        self._read_before: dict | None = None  # another layout's positions, until this slot is past them
+        self.examples_yielded = 0
+        if self._state is not None:
+            self._restore(self._state)
+        elif self._elsewhere is not None:
+            self._carry_over(self._elsewhere)
+        self._started = True
+
+    def state_dict(self) -> dict:
+        """Plain containers and tensors only, so it loads with `torch.load(weights_only=True)`."""
+        if not self._started:
+            self._start()
+        return {
+            "slot": self.slot,
+            "slots": self.slots,
+            "epoch": self._epoch,
+            "documents": self._documents_state,
+            "next_index": self._next_index,
+            "pending": _pack(self._pending),
+            "buffer": _pack(self._buffer),
+            "rng": self._rng.getstate(),
+            "target_length": self._target_length,
+            "read_before": self._read_before,
+            "examples_yielded": self.examples_yielded,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue a slot exactly; in a dataloader worker (StatefulDataLoader calls it there) or a process."""
+        self._state, self._started = state, False
+
+    def _restore(self, state: dict) -> None:
+        if (state["slot"], state["slots"]) != (self.slot, self.slots):
+            raise ValueError(f"data state of slot {state['slot']} of {state['slots']} cannot resume slot "
+                             f"{self.slot} of {self.slots}; use resume_elsewhere for another layout")
+        self._epoch = state["epoch"]
+        self._documents_state = state["documents"]
+        self._next_index = state["next_index"]
+        self._pending = deque(_unpack(state["pending"]))
+        self._buffer = _unpack(state["buffer"])
+        self._rng.setstate(_as_tuples(state["rng"]))
+        self._target_length = state["target_length"]
+        self._read_before = state["read_before"]
+        self.examples_yielded = state["examples_yielded"]
+
+    def resume_elsewhere(self, old_states: list[dict]) -> None:
+        """Continue where the slots of another layout (other process or worker counts) stopped; `old_states` holds
+        every old slot's state."""
+        self._elsewhere, self._state, self._started = sorted(old_states, key=lambda s: s["slot"]), None, False
+
+    def _carry_over(self, old: list[dict]) -> None:
+        first_epoch = min(s["epoch"] for s in old)
+        # Start reading where the least advanced old slot stopped: everything before it was read by its owner.
+        start = min((s for s in old if s["epoch"] == first_epoch), key=lambda s: s["next_index"])
+        self._epoch, self._documents_state, self._next_index = first_epoch, start["documents"], start["next_index"]
+        self._read_before = {"slots": len(old), "positions": [(s["epoch"], s["next_index"]) for s in old]}
+        built = [e for s in old for e in [*_unpack(s["pending"]), *_unpack(s["buffer"])]]
+        self._pending = deque(built[self.slot::self.slots])
+
+    def _already_read(self, index: int) -> bool:
+        if self._read_before is None:
+            return False
+        epoch, position = self._read_before["positions"][index % self._read_before["slots"]]
+        return epoch > self._epoch or (epoch == self._epoch and index < position)
+
+    # -- iteration
+    def __iter__(self) -> Iterator[Example]:
+        if not self._started or torch.utils.data.get_worker_info() is not None:
+            self._start()  # a worker holds a copy of the stream: set it up there
+        builder = ExampleBuilder(self.tokenizer, self.config.max_seq_length, self._rng)
+        builder.target_length = self._target_length
+        while True:
+            docs = self.documents(self._epoch)
+            if self._documents_state is not None:
+                docs.load_state_dict(self._documents_state)
+            fresh = self._next_index == 0 and self._read_before is None
+            produced = bool(self._pending or self._buffer)
+            yield from self._drain(self.config.shuffle_buffer)  # what a resumed state still holds comes first
+            # iter() rather than a for loop over the dataset: datasets would split its files among the dataloader
+            # workers, whereas our slots split documents.
+            for index, row in enumerate(docs.iter(batch_size=1), start=self._next_index):
+                if index % self.slots != self.slot or self._already_read(index):
+                    continue
+                self._pending.extend(builder.document_examples(row["text"][0]))
+                self._target_length = builder.target_length
+                self._documents_state, self._next_index = docs.state_dict(), index + 1
+                produced = produced or bool(self._pending)
+                yield from self._drain(self.config.shuffle_buffer)
+            if fresh and not produced:
+                raise ValueError(f"data: the sources yielded no examples for slot {self.slot} of {self.slots} "
+                                   "(every file empty or skipped, or fewer documents than processes x workers)")
+            yield from self._drain(0)  # end of epoch: empty the buffer before the next pass
+            self._epoch += 1
+            self._documents_state, self._next_index = None, 0
+            if self._read_before is not None and self._epoch > max(e for e, _ in self._read_before["positions"]):
+                self._read_before = None
+            log.info("data: slot %d of %d starts epoch %d", self.slot, self.slots, self._epoch)
+
+    def _drain(self, keep: int) -> Iterator[Example]:
+        """Move pending examples through the shuffle buffer, yielding while it holds more than `keep`."""
+        while self._pending or len(self._buffer) > keep:
+            if self._pending:
+                self._buffer.append(self._pending.popleft())
+            if len(self._buffer) > keep:
+                index = self._rng.randrange(len(self._buffer))
+                self._buffer[index], self._buffer[-1] = self._buffer[-1], self._buffer[index]
+                self.examples_yielded += 1
+                yield self._buffer.pop()
+
+
+def stream_states(loader_state: dict) -> list[dict]:
+    """The `ExampleStream` states inside a `StatefulDataLoader` state (one per worker, or one without workers),
+    in slot order."""
+    found = []
+
+    def walk(value):
+        if isinstance(value, dict):
+            if "slots" in value and "next_index" in value:
+                found.append(value)
+            else:
+                for item in value.values():
+                    walk(item)
+
+    walk(loader_state)
+    return sorted(found, key=lambda state: state["slot"])
+
+
+def _as_tuples(value):
+    """random.Random.setstate wants nested tuples back; serialisation may have turned them into lists."""
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+class Collator:
+    """Pads examples to a fixed max_seq_length (static shapes for compiled steps) and builds token types."""
+
+    def __init__(self, max_seq_length: int, pad_token_id: int):
+        self.max_seq_length = max_seq_length
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, examples: list[Example]) -> dict[str, torch.Tensor]:
+        batch = len(examples)
+        input_ids = torch.full((batch, self.max_seq_length), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((batch, self.max_seq_length), dtype=torch.long)
+        token_type_ids = torch.zeros((batch, self.max_seq_length), dtype=torch.long)
+        for row, example in enumerate(examples):
+            n = len(example.input_ids)
+            assert 0 < n <= self.max_seq_length, n
+            input_ids[row, :n] = torch.tensor(example.input_ids)
+            attention_mask[row, :n] = 1
+            token_type_ids[row, example.num_first:n] = 1
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+
+
+# Workers ignore SIGTERM (below), so the terminate() that multiprocessing sends its daemonic children at exit would
+# not end them and the exit would wait forever: shut the workers of any dataloader still iterating down the regular
+# way first (atexit runs this before multiprocessing's own handler, registered earlier).
+_LOADERS: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_workers_at_exit() -> None:
+    for loader in list(_LOADERS):
+        iterator = getattr(loader, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
+# Workers send their stream state with every SNAPSHOT_EVERY-th batch (packing a 1000-example shuffle buffer for every
+# batch cost 15-20% of the data path); a state taken between snapshots records how many batches followed the last
+# one, and a resumed loader rebuilds and drops those, so resume stays exact.
+SNAPSHOT_EVERY = 32
+
+
+def default_num_workers(device: torch.device) -> int:
+    """Workers per process when data.num_workers is not set: none on CPU (they would take cores from the step);
+    on a GPU, the process's share of the cores less one for the training loop (a worker builds about 0.24 M
+    tokens/s, so ELECTRA-Small's several million tokens/s on an H100 want every core there is)."""
+    if device.type == "cpu":
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    per_process = cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, per_process - 1)
+
+
+def make_dataloader(stream: ExampleStream, batch_size: int, pad_token_id: int, num_workers: int = 0,
+                    pin_memory: bool = False, prefetch_factor: int = 2) -> StatefulDataLoader:
+    """A `StatefulDataLoader`: its `state_dict()` holds every worker's stream state as of the last batch handed out
+    (each worker sends its state with every batch), so a resumed run gets exactly the next batch."""
+    # A private generator: starting an iterator draws a seed from it, which must not advance the global RNG that a
+    # resumed run restores (dropout and masking would then differ from an uninterrupted run).
+    loader = StatefulDataLoader(stream, batch_size=batch_size, num_workers=num_workers,
+                                collate_fn=Collator(stream.config.max_seq_length, pad_token_id),
+                                worker_init_fn=ignore_stop_signals,
+                                generator=torch.Generator().manual_seed(stream.config.seed), pin_memory=pin_memory,
+                                prefetch_factor=prefetch_factor if num_workers else None, snapshot_every_n_steps=SNAPSHOT_EVERY)
+    _LOADERS.add(loader)
+    return loader

@@ -1,0 +1,355 @@
+"""The pretraining `Trainer`: build, resume, then a loop of `train_step` with log / evaluate / save blocks.
+
+A run stopped by a signal (SIGTERM, SIGUSR1, SIGINT) saves a checkpoint and exits with `EXIT_STOPPED`, so a
+scheduler can tell "stopped, requeue me" from success (0) and failure (1). The command line is pretrain/app.py.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import TorchDynamoPlugin, set_seed
+from tqdm.auto import tqdm
+
+from electra_pretrain.allocator import keep_freed_memory
+from electra_pretrain.flops import gpu_peak_flops
+from electra_pretrain.jobs import EXIT_STOPPED, yaml_mapping
+from electra_pretrain.optim import build_optimizer, build_scheduler
+from electra_pretrain.pretrain.build import build_electra
+from electra_pretrain.pretrain.checkpoint import Checkpointer
+from electra_pretrain.pretrain.config import TrainConfig
+from electra_pretrain.pretrain.evaluate import EVAL_SEED, Evaluator, held_out_batches
+from electra_pretrain.pretrain.export import export_models
+from electra_pretrain.pretrain.init_from import describe, init_folders
+from electra_pretrain.pretrain.metrics import IntervalMetrics, electra_train_flops_per_token
+from electra_pretrain.pretrain.objective import max_predictions_for
+from electra_pretrain.pretrain.plot import plot_runs
+from electra_pretrain.pretrain.sources import READ_STATS, documents
+from electra_pretrain.pretrain.startup import config_changes, prepare_tokenizer, startup_summary
+from electra_pretrain.pretrain.step import LossSpikeGuard, SkipCounts, train_step
+from electra_pretrain.pretrain.stream import (
+    STOP_SIGNALS,
+    ExampleStream,
+    StreamConfig,
+    default_num_workers,
+    make_dataloader,
+    stream_states,
+)
+from electra_pretrain.tokenizer import token_id
+from electra_pretrain.tracking import Tracker
+
+
+class StopFlag:
+    """SIGTERM / SIGUSR1 / SIGINT (preemption, SLURM's warning signal, Ctrl-C) ask the loop to save and exit.
+
+    A second SIGINT aborts at once, as Ctrl-C does elsewhere.
+    """
+
+    def __init__(self):
+        self.requested = False
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def agreed(self, accelerator: Accelerator, may_sync: bool) -> bool:
+        """Whether every process stops now. One process reads its flag every step; several agree (an all-reduce,
+        a host sync) only at steps where `may_sync`, the log steps, so a stop waits up to trainer.log_every steps."""
+        if accelerator.num_processes == 1:
+            return self.requested
+        if not may_sync:
+            return False
+        flag = torch.tensor(float(self.requested), device=accelerator.device)
+        return bool(accelerator.reduce(flag, "max") > 0)
+
+
+def die_with_launcher() -> None:
+    """Under torchrun, have the kernel send SIGTERM (save and exit) to this process when the launcher dies, so
+    a killed launcher never leaves processes training and writing on their own."""
+    if "TORCHELASTIC_RUN_ID" in os.environ and sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+        if os.getppid() == 1:  # the launcher died before the call
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+@dataclass
+class TrainState:
+    """The loop's counters; saved in every checkpoint's trainer_state.json."""
+
+    step: int = 0
+    tokens: int = 0  # non-pad tokens seen by all processes
+    fp16_skips: int = 0
+    spike_skips: int = 0
+    loss_guard: dict | None = None
+
+    def state_dict(self) -> dict:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        for f in fields(self):
+            setattr(self, f.name, state.get(f.name, f.default))
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, config_yaml: str):
+        self.config, self.config_yaml = config, config_yaml
+        trainer = config.trainer
+        # Accelerator reads the launcher's environment (ACCELERATE_USE_CPU, torchrun's ranks, the accelerate config).
+        # Static shapes: every batch is padded to max_seq_length, so one graph serves the whole run.
+        dynamo = TorchDynamoPlugin(backend="inductor", mode=trainer.compile_mode, dynamic=False) \
+            if trainer.compile else None
+        self.accelerator = accelerator = Accelerator(mixed_precision=trainer.mixed_precision, dynamo_plugin=dynamo)
+        if accelerator.device.type == "cpu" and trainer.mixed_precision == "fp16":
+            raise ValueError("trainer.mixed_precision=fp16 needs a GPU; on CPU use bf16 or no")
+        if accelerator.device.type == "cpu" and trainer.keep_freed_memory and not keep_freed_memory():
+            accelerator.print("trainer.keep_freed_memory: the C library is not glibc; allocator left as it is")
+        self.accumulation = trainer.accumulation_steps(accelerator.num_processes)
+        micro_batch = trainer.micro_batch(accelerator.num_processes)
+        self.output_dir = Path(config.output_dir)
+        self.progress: tqdm | None = None
+        self.checkpointer = Checkpointer(accelerator, self.output_dir, trainer)  # takes the run-folder lock
+        try:
+            self._build(micro_batch)
+        except BaseException:
+            self.checkpointer.close()
+            raise
+
+    def _build(self, micro_batch: int) -> None:
+        config, config_yaml, trainer, accelerator = self.config, self.config_yaml, self.config.trainer, self.accelerator
+        allowed_changes = config_changes(self.output_dir, config_yaml, trainer.allow_config_change)
+        for change in allowed_changes:
+            accelerator.print(f"config change allowed on resume: {change}")
+
+        specs, share = config.data.source_specs(), config.data.eval_share
+        folders = init_folders(config.model)
+        self.tokenizer = prepare_tokenizer(config.tokenizer, specs, self.output_dir, accelerator, config.seed,
+                                           self.checkpointer.newest_tokenizer(), held_out_share=share,
+                                           pretrained=folders[0] if folders else None)
+        if folders:
+            accelerator.print(describe(config.model, folders))
+        set_seed(config.seed)  # identical initial weights on every process
+        model = build_electra(config.model, self.tokenizer)
+        if config.data.max_seq_length > model.discriminator.config.max_position_embeddings:
+            raise ValueError(f"data.max_seq_length={config.data.max_seq_length} exceeds "
+                             f"model.max_position_embeddings={model.discriminator.config.max_position_embeddings}")
+        optimizer = build_optimizer(model, config.optim, config.optim.lr)
+        warmup, notice = config.optim.warmup_for(trainer.max_steps)
+        if notice:
+            accelerator.print(f"notice: {notice}")
+        self.scheduler = build_scheduler(optimizer, warmup, trainer.max_steps)
+        flops = electra_train_flops_per_token(model.generator.config, model.discriminator.config,
+                                              config.data.max_seq_length,
+                                              max_predictions_for(config.data.max_seq_length, config.model.mask_prob))
+        accelerator.print(startup_summary(config, model, accelerator.num_processes, micro_batch, self.accumulation,
+                                          flops, warmup))
+        self.flops_per_token = flops
+        # MFU is logged only where the device's peak is known.
+        data_sheet = gpu_peak_flops(trainer.mixed_precision) if accelerator.device.type == "cuda" else None
+        self.peak_flops = trainer.peak_flops or (data_sheet[0] if data_sheet else None)
+        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        set_seed(config.seed, device_specific=True)  # masking and dropout differ between processes
+        self.stream = ExampleStream(lambda epoch: documents(specs, seed=config.seed + epoch, held_out_share=share),
+                                    self.tokenizer,
+                                    StreamConfig(config.data.max_seq_length, config.data.shuffle_buffer, config.seed),
+                                    accelerator.process_index, accelerator.num_processes)
+        workers = config.data.num_workers
+        self.num_workers = default_num_workers(accelerator.device) if workers is None else workers
+        cuda = accelerator.device.type == "cuda"
+        self.dataloader = make_dataloader(self.stream, micro_batch, token_id(self.tokenizer, "[PAD]"),
+                                          self.num_workers, pin_memory=cuda,
+                                          prefetch_factor=config.data.prefetch_factor)
+        self.evaluator = self._held_out_evaluator()
+        self.held_out: dict[str, float] = {}
+        self.guard = LossSpikeGuard(trainer.loss_spike_factor, accelerator.device)
+        self.skips = SkipCounts(accelerator.device)
+        self.checked_step = 0  # the step at which the skip counts were last read
+        self.state = TrainState()
+        self._resume()
+        if accelerator.is_main_process:  # only now that start-up succeeded: a failed start never blocks a rerun
+            (self.output_dir / "config.yaml").write_text(config_yaml)
+        self.tracker = Tracker(config.logging, self.output_dir, yaml_mapping(config_yaml),
+                               enabled=accelerator.is_main_process, resumed_step=self.state.step)
+        self.metrics = IntervalMetrics(accelerator.device, trainer.log_every)
+
+    def _held_out_evaluator(self) -> Evaluator | None:
+        data = self.config.data
+        specs = data.eval_specs()
+        if not specs:
+            return None
+        rows = documents(specs, seed=EVAL_SEED, shuffle_files=False, held_out_share=data.eval_share,
+                         held_out=bool(data.eval_share))
+        batches = held_out_batches((row["text"] for row in rows), self.tokenizer, data.max_seq_length,
+                                   self.config.trainer.eval_tokens)
+        evaluator = Evaluator(batches, self.tokenizer, self.accelerator)
+        self.accelerator.print(f"held-out evaluation: {evaluator.held_out_tokens} tokens in {len(batches)} batches")
+        return evaluator
+
+    def _resume(self) -> None:
+        resumed = self.checkpointer.resume(self.model, self.optimizer, self.scheduler, self.tokenizer)
+        if resumed is None:
+            return
+        self.state.load_state_dict(resumed.train_state)
+        if self.state.loss_guard is not None:
+            self.guard.load_state_dict(self.state.loss_guard)
+        self.checked_step = self.state.step
+        layout = (self.accelerator.num_processes, max(1, self.num_workers))
+        states = [resumed.data_state] if resumed.data_state is not None else resumed.data_states()
+        saved = (resumed.num_processes, len(stream_states(states[0])))
+        if resumed.data_state is not None and saved == layout:
+            self.dataloader.load_state_dict(resumed.data_state)  # bit-exact
+        else:
+            if len(states) < resumed.num_processes:
+                states = resumed.data_states()
+            self.stream.resume_elsewhere([slot for state in states for slot in stream_states(state)])
+            if resumed.data_state is None:  # another process count: the saved RNG states belong to other ranks
+                set_seed(self.config.seed + self.state.step, device_specific=True)
+            self.accelerator.print(
+                f"data: resuming {saved[0]} process(es) x {saved[1]} reader(s) on {layout[0]} x {layout[1]}: every "
+                "document already read is skipped and the examples built but not yet used are dealt out again, so "
+                "nothing is repeated or left out; the order of examples (and masking) differs from an "
+                "uninterrupted run")
+        self.accelerator.print(f"resumed from {resumed.path} at step {self.state.step}")
+
+    def run(self) -> int:
+        """Train, then release the run folder and the tracker whatever happened; returns the exit code."""
+        try:
+            return self.train()
+        finally:
+            self.close()
+
+    def train(self) -> int:
+        """Train to trainer.max_steps, or until a stop signal; returns the exit code (0, or EXIT_STOPPED)."""
+        config, accelerator, state = self.config.trainer, self.accelerator, self.state
+        stop = StopFlag()
+        # A progress bar on a terminal; in a log file (a SLURM .out) a plain line per log step instead.
+        self.progress = tqdm(total=config.max_steps, initial=state.step, dynamic_ncols=True, desc="train",
+                             disable=not (accelerator.is_main_process and sys.stderr.isatty()))
+        batches = iter(self.dataloader)
+        self.model.train()
+        stopping = False
+        while state.step < config.max_steps and not stopping:
+            state.step += 1
+            micro = [{k: v.to(accelerator.device, non_blocking=True) for k, v in next(batches).items()}
+                     for _ in range(self.accumulation)]
+            result = train_step(self.model, micro, self.optimizer, self.scheduler, accelerator,
+                                self.config.optim.max_grad_norm, self.guard, self.skips)
+            self.metrics.add(result)
+            self.progress.update(1)
+            last = state.step == config.max_steps
+            log_due = self.metrics.should_log(state.step, last)
+            eval_due = self.evaluator is not None and (last or (config.eval_every
+                                                                and state.step % config.eval_every == 0))
+            # A step that neither logs, evaluates nor saves makes no host sync; the others read the skip counts.
+            stopping = stop.agreed(accelerator, may_sync=log_due)
+            save_due = self.checkpointer.due(state.step, force=last or stopping)
+            healthy = self._check_skips() if log_due or eval_due or save_due else True
+            if log_due:
+                self._log()
+            if eval_due:
+                self._evaluate()
+            if self.checkpointer.should_save(state.step, last or stopping, healthy):
+                self._save()
+        self.progress.close()
+        if stopping:
+            saved = "saved" if not self.checkpointer.pending else "did not save (loss spike)"
+            accelerator.print(f"stop requested: {saved} step {state.step} and exiting; rerun the same command to "
+                              "resume")
+        else:
+            self._finish()
+        return EXIT_STOPPED if stopping else 0
+
+    def _check_skips(self) -> bool:
+        """Read the updates skipped since the last check (one host sync) and act on them; returns whether the
+        latest step was applied (a checkpoint is never taken on a skipped step)."""
+        config, state = self.config.trainer, self.state
+        counts, longest, current = self.skips.read()
+        since, self.checked_step = self.checked_step + 1, state.step
+        steps = f"step {state.step}" if since == state.step else f"steps {since}-{state.step}"
+        if counts["non_finite"] and self.accelerator.scaler is None:
+            raise FloatingPointError(f"{steps}: {counts['non_finite']} step(s) with a non-finite loss or gradient "
+                                     "norm; their updates were skipped, so the weights stay finite; stopped (try "
+                                     "bf16, a lower lr or an earlier checkpoint with trainer.resume_from=step_<N>)")
+        if counts["loss_spike"]:
+            message = (f"{steps}: {counts['loss_spike']} loss spike(s) over {self.guard.factor:g} x the running mean "
+                       f"loss {float(self.guard.mean):.4g}")
+            if config.loss_spike_action == "stop":
+                raise FloatingPointError(f"{message}; stopped, the spiking updates not applied "
+                                         "(trainer.loss_spike_action)")
+            self.accelerator.print(f"{message}; updates skipped")
+        if longest > config.max_skips_in_a_row:
+            raise FloatingPointError(f"{steps}: {longest} skipped steps in a row ({counts}); the run cannot recover "
+                                     "(try bf16, a lower lr or an earlier checkpoint with "
+                                     "trainer.resume_from=step_<N>)")
+        if any(counts.values()):
+            resync = getattr(getattr(self.optimizer, "optimizer", None), "resync_step_count", None)
+            if resync is not None:
+                resync()
+        state.fp16_skips += counts["fp16_overflow"]
+        state.spike_skips += counts["loss_spike"]
+        return current == 0
+
+    def _log(self) -> None:
+        record, tokens = self.metrics.reduce(self.accelerator)
+        self.state.tokens += tokens
+        record.update(lr=float(self.scheduler.get_last_lr()[0]), tokens=self.state.tokens, fp16_skips=self.state.fp16_skips,
+                      spike_skips=self.state.spike_skips)
+        if self.peak_flops:
+            # tokens_per_s counts every process's tokens; the peak is one process's device.
+            record["mfu"] = record["tokens_per_s"] * self.flops_per_token / (self.peak_flops *
+                                                                            self.accelerator.num_processes)
+        self.tracker.log(self.state.step, record)
+        summary = dict(loss=f"{record['loss']:.3f}", mlm=f"{record['mlm_loss']:.3f}", rtd=f"{record['rtd_loss']:.3f}",
+                       lr=f"{record['lr']:.2e}", tok_s=f"{record['tokens_per_s']:.0f}")
+        assert self.progress is not None, "logging happens inside train()"
+        if self.progress.disable:
+            self.accelerator.print(f"step {self.state.step}/{self.config.trainer.max_steps} "
+                                   + " ".join(f"{k} {v}" for k, v in summary.items()))
+        else:
+            self.progress.set_postfix(summary)
+
+    def _evaluate(self) -> dict[str, float]:
+        assert self.evaluator is not None, "evaluations are due only with held-out data"
+        results = self.evaluator(self.accelerator.unwrap_model(self.model))
+        self.held_out = results  # the latest, for the exports' model cards
+        self.tracker.log(self.state.step, {f"eval/{k}": v for k, v in results.items()})
+        self.accelerator.print(f"eval step {self.state.step}: " + " ".join(f"{k} {v:.4f}" for k, v in results.items()))
+        return results
+
+    def _save(self) -> None:
+        self.state.loss_guard = self.guard.state_dict()
+        self.checkpointer.save(self.state.step, self.model, self.optimizer, self.scheduler, self.dataloader.state_dict(),
+                               self.state.state_dict(), self.config_yaml, self.tokenizer)
+
+    def _finish(self) -> None:
+        if READ_STATS:
+            self.accelerator.print(f"data: skipped or repaired {dict(READ_STATS)} (see warnings above for the files)")
+        if self.accelerator.is_main_process:
+            curves = plot_runs([self.output_dir], self.output_dir / "curves.png")
+            self.accelerator.print(f"curves: {curves} (electra-pretrain plot RUN_DIR ... overlays several runs)")
+        if self.config.trainer.export and self.accelerator.is_main_process:
+            out = self.output_dir / "export"
+            provenance = {"step": self.state.step, "tokens": self.state.tokens, "held_out": self.held_out,
+                          "command": " ".join(["python", *sys.argv])}
+            export_models(self.accelerator.unwrap_model(self.model), self.tokenizer, out, self.config_yaml, provenance)
+            self.accelerator.print(f"exported {out / 'discriminator'} and {out / 'generator'}")
+        self.accelerator.wait_for_everyone()
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.close()  # before any error line, so that the line stands on its own
+        self.tracker.finish()
+        self.checkpointer.close()
+        self.dataloader = None  # its workers stop with the iterator it holds (else they would outlive the run)
+        self.accelerator.end_training()

@@ -1,0 +1,1 @@
+"""Tools over both apps: benchmarks against peers and corpus preparation."""

@@ -1,0 +1,1 @@
+"""Runners and data builders shared by the tests."""
