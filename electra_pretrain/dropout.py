@@ -26,14 +26,13 @@ def packed_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout probability must be in [0, 1), got {p}")
     numel = x.numel()
-    draws = torch.randint(-2**63, 2**63 - 1, ((numel + 1) // 2,), dtype=torch.int64, device=x.device)
+    draws = torch.randint(-(2**63), 2**63 - 1, ((numel + 1) // 2,), dtype=torch.int64, device=x.device)
     lanes = draws.view(torch.int32)[:numel].view(x.shape)  # uniform over [-2^31, 2^31)
-    keep = lanes >= -2**31 + round(p * 2**32)
+    keep = lanes >= -(2**31) + round(p * 2**32)
     return torch.where(keep, x * (1.0 / (1.0 - p)), 0.0)
 
 
-def dropout(x: torch.Tensor, p: float, training: bool,
-            implementation: str = "auto") -> torch.Tensor:
+def dropout(x: torch.Tensor, p: float, training: bool, implementation: str = "auto") -> torch.Tensor:
     if not training or p == 0.0:
         return x
     if uses_packed(implementation, x.device):

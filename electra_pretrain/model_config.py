@@ -36,13 +36,23 @@ class ElectraConfig:
     pad_token_id: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "embedding_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                     "intermediate_size", "max_position_embeddings", "type_vocab_size"):
+        for name in (
+            "vocab_size",
+            "embedding_size",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+            "type_vocab_size",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"ElectraConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"ElectraConfig.hidden_size={self.hidden_size} is not divisible by "
-                             f"num_attention_heads={self.num_attention_heads}")
+            raise ValueError(
+                f"ElectraConfig.hidden_size={self.hidden_size} is not divisible by "
+                f"num_attention_heads={self.num_attention_heads}"
+            )
         if self.hidden_act not in HIDDEN_ACTS:
             raise ValueError(f"ElectraConfig.hidden_act={self.hidden_act!r} is not one of {list(HIDDEN_ACTS)}")
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
@@ -77,14 +87,23 @@ class ElectraConfig:
 
 # Sizes of google-research/electra configure_pretraining.py; `tiny` is ours, for tests and the CPU demo.
 PRESETS: dict[str, dict] = {
-    "tiny": dict(embedding_size=64, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
-                 intermediate_size=512, max_position_embeddings=128),
-    "small": dict(embedding_size=128, hidden_size=256, num_hidden_layers=12, num_attention_heads=4,
-                  intermediate_size=1024),
-    "base": dict(embedding_size=768, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                 intermediate_size=3072),
-    "large": dict(embedding_size=1024, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-                  intermediate_size=4096),
+    "tiny": dict(
+        embedding_size=64,
+        hidden_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=512,
+        max_position_embeddings=128,
+    ),
+    "small": dict(
+        embedding_size=128, hidden_size=256, num_hidden_layers=12, num_attention_heads=4, intermediate_size=1024
+    ),
+    "base": dict(
+        embedding_size=768, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072
+    ),
+    "large": dict(
+        embedding_size=1024, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096
+    ),
 }
 
 
@@ -99,5 +118,6 @@ def generator_config(discriminator: ElectraConfig, hidden_fraction: float) -> El
     if not 0.0 < hidden_fraction <= 1.0:
         raise ValueError(f"generator hidden fraction must be in (0, 1], got {hidden_fraction}")
     hidden = max(1, round(discriminator.hidden_size * hidden_fraction))
-    return dataclasses.replace(discriminator, hidden_size=hidden, intermediate_size=4 * hidden,
-                               num_attention_heads=max(1, hidden // 64))
+    return dataclasses.replace(
+        discriminator, hidden_size=hidden, intermediate_size=4 * hidden, num_attention_heads=max(1, hidden // 64)
+    )

@@ -22,8 +22,12 @@ from electra_pretrain.dropout import Dropout, uses_packed
 from electra_pretrain.model_config import ATTN_IMPLEMENTATIONS, CONFIG_NAME, HIDDEN_ACTS, ElectraConfig
 
 WEIGHTS_NAME = "model.safetensors"
-ACTIVATIONS = {"gelu": lambda x: F.gelu(x), "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
-               "relu": F.relu, "silu": F.silu}
+ACTIVATIONS = {
+    "gelu": lambda x: F.gelu(x),
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+    "silu": F.silu,
+}
 assert set(ACTIVATIONS) == set(HIDDEN_ACTS)
 
 
@@ -66,8 +70,10 @@ class ElectraSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
         """x: (B, L, H); key_mask: (B, 1, 1, L) bool, True where a key may be attended to."""
         batch, length, _ = x.shape
-        q, k, v = (proj(x).view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, L, d)
-                   for proj in (self.query, self.key, self.value))
+        q, k, v = (
+            proj(x).view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, L, d)
+            for proj in (self.query, self.key, self.value)
+        )
         dropout_p = self.dropout.p if self.training else 0.0
         packed_dropout = dropout_p > 0.0 and uses_packed(self.dropout.implementation, x.device)
         if self.attn_implementation == "sdpa" and not packed_dropout:
@@ -150,8 +156,12 @@ class ElectraModel(nn.Module):
             self.embeddings_project = nn.Linear(config.embedding_size, config.hidden_size)
         self.encoder = ElectraEncoder(config, attn_implementation)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         x = self.embeddings(input_ids, token_type_ids)
         if hasattr(self, "embeddings_project"):
             x = self.embeddings_project(x)
@@ -210,8 +220,10 @@ class ElectraPreTrainedBase(nn.Module):
         config = ElectraConfig.load(directory)
         architectures = json.loads((directory / CONFIG_NAME).read_text()).get("architectures") or []  # valid: loaded
         if architectures and cls.architecture not in architectures:
-            raise ValueError(f"{directory}: holds {', '.join(architectures)} weights (config.json architectures), "
-                             f"not {cls.architecture}")
+            raise ValueError(
+                f"{directory}: holds {', '.join(architectures)} weights (config.json architectures), "
+                f"not {cls.architecture}"
+            )
         weights = directory / WEIGHTS_NAME
         if not weights.is_file():
             raise FileNotFoundError(f"{weights}: no model.safetensors (only safetensors weights are loaded)")
@@ -226,11 +238,16 @@ class ElectraPreTrainedBase(nn.Module):
         missing = sorted(set(expected) - set(state))
         unexpected = sorted(set(state) - set(expected))
         if missing or unexpected:
-            raise ValueError(f"{source}: weights do not match {type(self).__name__}"
-                             f"{f'; missing keys: {missing}' if missing else ''}"
-                             f"{f'; unexpected keys: {unexpected}' if unexpected else ''}")
-        misshaped = [f"{k}: checkpoint {tuple(v.shape)} vs config {tuple(expected[k].shape)}"
-                     for k, v in state.items() if v.shape != expected[k].shape]
+            raise ValueError(
+                f"{source}: weights do not match {type(self).__name__}"
+                f"{f'; missing keys: {missing}' if missing else ''}"
+                f"{f'; unexpected keys: {unexpected}' if unexpected else ''}"
+            )
+        misshaped = [
+            f"{k}: checkpoint {tuple(v.shape)} vs config {tuple(expected[k].shape)}"
+            for k, v in state.items()
+            if v.shape != expected[k].shape
+        ]
         if misshaped:
             raise ValueError(f"{source}: weights do not match config.json ({'; '.join(misshaped)})")
         self.load_state_dict(state, strict=True)
@@ -260,8 +277,12 @@ class ElectraDiscriminator(ElectraPreTrainedBase):
         self.discriminator_predictions = ElectraDiscriminatorPredictions(config)
         self.init_weights()
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Returns replaced-token logits (B, L)."""
         return self.discriminator_predictions(self.electra(input_ids, attention_mask, token_type_ids))
 
@@ -303,8 +324,13 @@ class ElectraGenerator(ElectraPreTrainedBase):
         self.generator_lm_head = TiedLMHead(config.vocab_size)
         self.init_weights()
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None, positions: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Vocabulary logits: (B, L, V) for every token, or only at `positions`:
 
         a bool mask (B, L) gives (N, V) for its N true entries; an index tensor (B, P) gives (B, P, V) without a
@@ -323,6 +349,8 @@ class ElectraGenerator(ElectraPreTrainedBase):
         head = state.pop("generator_lm_head.weight", None)
         embeddings = state.get("electra.embeddings.word_embeddings.weight")
         if head is not None and embeddings is not None and not torch.equal(head, embeddings):
-            raise ValueError(f"{source}: generator_lm_head.weight differs from the word embeddings; "
-                             "untied generator output layers are not supported")
+            raise ValueError(
+                f"{source}: generator_lm_head.weight differs from the word embeddings; "
+                "untied generator output layers are not supported"
+            )
         return state

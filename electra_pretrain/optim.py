@@ -33,8 +33,9 @@ def layer_depth(name: str, num_layers: int) -> int:
     return num_layers + 2
 
 
-def layerwise_parameter_groups(model: nn.Module, lr: float, decay: float, weight_decay: float,
-                               num_layers: int) -> list[dict]:
+def layerwise_parameter_groups(
+    model: nn.Module, lr: float, decay: float, weight_decay: float, num_layers: int
+) -> list[dict]:
     """Fine-tuning groups: lr x decay^(num_layers + 2 - depth) per depth, each split by weight decay as in
     `parameter_groups`. With decay 0.8 and 12 layers: head 1.0, top layer 0.64 (decay^2: the original skips
     depth num_layers + 1, and its authors kept that for reproducibility), embeddings 0.8^14 = 0.044."""
@@ -44,9 +45,15 @@ def layerwise_parameter_groups(model: nn.Module, lr: float, decay: float, weight
             continue
         depth = layer_depth(name, num_layers)
         excluded = name.endswith("bias") or "LayerNorm" in name
-        group = groups.setdefault((depth, excluded), {
-            "params": [], "lr": lr * decay ** (num_layers + 2 - depth), "depth": depth,
-            "weight_decay": 0.0 if excluded else weight_decay})
+        group = groups.setdefault(
+            (depth, excluded),
+            {
+                "params": [],
+                "lr": lr * decay ** (num_layers + 2 - depth),
+                "depth": depth,
+                "weight_decay": 0.0 if excluded else weight_decay,
+            },
+        )
         group["params"].append(param)
     return [groups[key] for key in sorted(groups)]
 
@@ -68,17 +75,19 @@ class AdamWWithoutBiasCorrection(torch.optim.AdamW):
             t = group.get("uncorrected_step", 0) + 1
             group["uncorrected_step"] = t
             beta1, beta2 = group["betas"]
-            root = math.sqrt(1.0 - beta2 ** t)
-            c = (1.0 - beta1 ** t) / root
+            root = math.sqrt(1.0 - beta2**t)
+            c = (1.0 - beta1**t) / root
             saved.append((group["lr"], group["eps"], group["weight_decay"]))
-            group["lr"], group["eps"], group["weight_decay"] = group["lr"] * c, group["eps"] / root, \
-                group["weight_decay"] / c
+            group["lr"], group["eps"], group["weight_decay"] = (
+                group["lr"] * c,
+                group["eps"] / root,
+                group["weight_decay"] / c,
+            )
         try:
             return super().step(closure)
         finally:
             for group, (lr, eps, weight_decay) in zip(self.param_groups, saved):
                 group["lr"], group["eps"], group["weight_decay"] = lr, eps, weight_decay
-
 
     def resync_step_count(self) -> None:
         """After updates skipped on the device (the fused kernel's `found_inf`), take the step count back from
@@ -89,14 +98,21 @@ class AdamWWithoutBiasCorrection(torch.optim.AdamW):
                 group["uncorrected_step"] = int(steps[0])
 
 
-def build_optimizer(model: nn.Module, config: AdamWConfig, lr: float,
-                    groups: list[dict] | None = None) -> torch.optim.AdamW:
+def build_optimizer(
+    model: nn.Module, config: AdamWConfig, lr: float, groups: list[dict] | None = None
+) -> torch.optim.AdamW:
     """AdamW over `groups` (default: `parameter_groups` at `lr`); `config` gives the betas, eps and kernel."""
     implementation = "fused" if config.implementation == "auto" else config.implementation
     adam = torch.optim.AdamW if config.bias_correction else AdamWWithoutBiasCorrection
     groups = parameter_groups(model, config.weight_decay) if groups is None else groups
-    return adam(groups, lr=lr, betas=(config.betas[0], config.betas[1]), eps=config.eps,
-                fused=implementation == "fused" or None, foreach=implementation == "foreach" or None)
+    return adam(
+        groups,
+        lr=lr,
+        betas=(config.betas[0], config.betas[1]),
+        eps=config.eps,
+        fused=implementation == "fused" or None,
+        foreach=implementation == "foreach" or None,
+    )
 
 
 def lr_multiplier(step: int, warmup_steps: int, max_steps: int) -> float:
@@ -106,6 +122,7 @@ def lr_multiplier(step: int, warmup_steps: int, max_steps: int) -> float:
     return decay * warmup
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int,
-                    max_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, warmup_steps: int, max_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_multiplier(step, warmup_steps, max_steps))

@@ -28,8 +28,9 @@ class RunLock:
             self._file.seek(0)
             holder = self._file.read().strip() or "another process"
             self._file.close()
-            raise ValueError(f"{output_dir} is in use by {holder}; wait for that run to end or choose another "
-                             "output_dir") from None
+            raise ValueError(
+                f"{output_dir} is in use by {holder}; wait for that run to end or choose another output_dir"
+            ) from None
         self._file.seek(0)
         self._file.truncate()
         self._file.write(f"pid {os.getpid()} on {socket.gethostname()}\n")

@@ -27,8 +27,9 @@ VOCAB_FILE = "vocab.txt"
 
 def _bert_pipeline(tokenizer: Tokenizer, lowercase: bool) -> Tokenizer:
     """Normaliser, pre-tokeniser, decoder and [CLS] A [SEP] B [SEP] template of BERT / ELECTRA."""
-    tokenizer.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
-                                                      strip_accents=None, lowercase=lowercase)
+    tokenizer.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase
+    )
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece(prefix="##")
     return tokenizer
@@ -37,13 +38,21 @@ def _bert_pipeline(tokenizer: Tokenizer, lowercase: bool) -> Tokenizer:
 def _add_template(tokenizer: Tokenizer) -> Tokenizer:
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id),
-                                                                                   ("[SEP]", sep_id)])
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
     return tokenizer
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 30522, lowercase: bool = True,
-                    min_frequency: int = 2, length: int | None = None, show_progress: bool = True) -> Tokenizer:
+def train_tokenizer(
+    texts: Iterable[str],
+    vocab_size: int = 30522,
+    lowercase: bool = True,
+    min_frequency: int = 2,
+    length: int | None = None,
+    show_progress: bool = True,
+) -> Tokenizer:
     """Train WordPiece from an iterator of strings (a stream is fine: only word counts are held in memory).
 
     The same texts always give the same vocabulary in the same order (wordpiece_trainer.py says why the merges are
@@ -55,8 +64,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 30522, lowercase: bo
     word_counts, too_long = count_words(texts, pipeline, show_progress, total=length)
     vocab = learn_vocabulary(word_counts, vocab_size, SPECIAL_TOKENS, min_frequency, show_progress)
     if too_long:
-        log.info("tokenizer: %d words longer than %d characters left out (they tokenize to [UNK])", too_long,
-                 MAX_WORD_CHARS)
+        log.info(
+            "tokenizer: %d words longer than %d characters left out (they tokenize to [UNK])", too_long, MAX_WORD_CHARS
+        )
     return _from_vocabulary({token: i for i, token in enumerate(vocab)}, lowercase)
 
 
@@ -69,8 +79,9 @@ def from_vocab(vocab_file: str | Path, lowercase: bool = True) -> Tokenizer:
                 if token:
                     vocab.setdefault(token, index)
     except UnicodeDecodeError as error:
-        raise ValueError(f"{vocab_file}: not a vocabulary file (invalid UTF-8 at byte {error.start}); expected one "
-                         "token per line") from None
+        raise ValueError(
+            f"{vocab_file}: not a vocabulary file (invalid UTF-8 at byte {error.start}); expected one token per line"
+        ) from None
     if not vocab:
         raise ValueError(f"{vocab_file}: empty vocabulary")
     missing = [t for t in SPECIAL_TOKENS if t not in vocab]
@@ -101,8 +112,9 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
         return tokenizer
     if (path / VOCAB_FILE).is_file():
         return from_vocab(path / VOCAB_FILE, lowercase=_lowercase_setting(path))
-    raise FileNotFoundError(f"{path}: no tokenizer.json or vocab.txt (tokenizer.path must name a tokenizer folder "
-                            "or a vocab.txt file)")
+    raise FileNotFoundError(
+        f"{path}: no tokenizer.json or vocab.txt (tokenizer.path must name a tokenizer folder or a vocab.txt file)"
+    )
 
 
 def _lowercase_setting(directory: Path) -> bool:
@@ -124,11 +136,22 @@ def save_tokenizer(tokenizer: Tokenizer, directory: str | Path, model_max_length
     tokenizer.save(str(directory / TOKENIZER_FILE))
     vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
     (directory / VOCAB_FILE).write_text("".join(f"{token}\n" for token, _ in vocab), encoding="utf-8")
-    specials = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
-                "mask_token": "[MASK]"}
-    config = {"tokenizer_class": "ElectraTokenizer", "do_lower_case": is_lowercase(tokenizer),
-              "tokenize_chinese_chars": True, "strip_accents": None, "model_max_length": model_max_length,
-              "clean_up_tokenization_spaces": True, **specials}
+    specials = {
+        "unk_token": "[UNK]",
+        "sep_token": "[SEP]",
+        "pad_token": "[PAD]",
+        "cls_token": "[CLS]",
+        "mask_token": "[MASK]",
+    }
+    config = {
+        "tokenizer_class": "ElectraTokenizer",
+        "do_lower_case": is_lowercase(tokenizer),
+        "tokenize_chinese_chars": True,
+        "strip_accents": None,
+        "model_max_length": model_max_length,
+        "clean_up_tokenization_spaces": True,
+        **specials,
+    }
     (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
     (directory / "special_tokens_map.json").write_text(json.dumps(specials, indent=2) + "\n")
 
@@ -144,4 +167,3 @@ def token_id(tokenizer: Tokenizer, token: str) -> int:
 def special_token_ids(tokenizer: Tokenizer) -> dict[str, int]:
     """{'pad': id, 'unk': id, 'cls': id, 'sep': id, 'mask': id} looked up by token name."""
     return {name.strip("[]").lower(): token_id(tokenizer, name) for name in SPECIAL_TOKENS}
-

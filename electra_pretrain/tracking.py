@@ -43,8 +43,7 @@ def register_logging_configs() -> None:
 
 
 class Tracker:
-    def __init__(self, config: LoggingConfig, output_dir: Path, run_config: dict, enabled: bool,
-                 resumed_step: int = 0):
+    def __init__(self, config: LoggingConfig, output_dir: Path, run_config: dict, enabled: bool, resumed_step: int = 0):
         """`resumed_step`: rows after it in an existing metrics.jsonl belong to steps that will be trained again."""
         self.enabled = enabled
         self.run = None
@@ -65,8 +64,15 @@ class Tracker:
             if not id_file.exists():
                 id_file.write_text(uuid.uuid4().hex[:12])
             mode: Any = config.mode  # one of WANDB_MODES, checked by LoggingConfig
-            self.run = wandb.init(project=config.project, name=config.run_name, dir=str(output_dir), mode=mode,
-                                  config=run_config, id=id_file.read_text().strip(), resume="allow")
+            self.run = wandb.init(
+                project=config.project,
+                name=config.run_name,
+                dir=str(output_dir),
+                mode=mode,
+                config=run_config,
+                id=id_file.read_text().strip(),
+                resume="allow",
+            )
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:

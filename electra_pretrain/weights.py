@@ -30,8 +30,10 @@ def read_weights(folder: Path) -> dict[str, torch.Tensor]:
             return torch.load(folder / PICKLED_WEIGHTS, map_location="cpu", weights_only=True)
         except Exception as error:  # an UnpicklingError names the object it refused
             first = (str(error).strip().splitlines() or [""])[0]
-            raise ValueError(f"{folder / PICKLED_WEIGHTS}: refused by torch.load(weights_only=True) ({first}); "
-                             "only plain tensors are loaded from pickles") from None
+            raise ValueError(
+                f"{folder / PICKLED_WEIGHTS}: refused by torch.load(weights_only=True) ({first}); "
+                "only plain tensors are loaded from pickles"
+            ) from None
     raise FileNotFoundError(f"{folder}: no {WEIGHTS_NAME} or {PICKLED_WEIGHTS}")
 
 
@@ -39,12 +41,15 @@ def checked_config(folder: Path, tokenizer: Tokenizer) -> ElectraConfig:
     """The folder's config.json, checked against the tokenizer that will feed it."""
     config = ElectraConfig.load(folder)
     if config.vocab_size != tokenizer.get_vocab_size():
-        raise ValueError(f"{folder / 'config.json'}: vocab_size={config.vocab_size}, but the tokenizer has "
-                         f"{tokenizer.get_vocab_size()} tokens; use the tokenizer the checkpoint was trained with "
-                         "(the model folder's, the default; tokenizer.path in train.py, tokenizer_path in finetune.py)")
+        raise ValueError(
+            f"{folder / 'config.json'}: vocab_size={config.vocab_size}, but the tokenizer has "
+            f"{tokenizer.get_vocab_size()} tokens; use the tokenizer the checkpoint was trained with "
+            "(the model folder's, the default; tokenizer.path in train.py, tokenizer_path in finetune.py)"
+        )
     pad = token_id(tokenizer, "[PAD]")
     if config.pad_token_id != pad:
-        log.warning("%s: pad_token_id=%d, the tokenizer's [PAD] is %d; using the tokenizer's", folder,
-                    config.pad_token_id, pad)
+        log.warning(
+            "%s: pad_token_id=%d, the tokenizer's [PAD] is %d; using the tokenizer's", folder, config.pad_token_id, pad
+        )
         config.pad_token_id = pad
     return config

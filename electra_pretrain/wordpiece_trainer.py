@@ -26,14 +26,16 @@ MAX_WORD_CHARS = 200
 PREFIX = "##"
 
 
-def count_words(texts: Iterable[str], tokenizer: Tokenizer, show_progress: bool = True,
-                total: int | None = None) -> tuple[Counter[str], int]:
+def count_words(
+    texts: Iterable[str], tokenizer: Tokenizer, show_progress: bool = True, total: int | None = None
+) -> tuple[Counter[str], int]:
     """Word counts after the tokenizer's normaliser and pre-tokeniser; returns (counts, words over the limit)."""
     counts: Counter[str] = Counter()
     too_long = 0
     normalizer, pre_tokenizer = tokenizer.normalizer, tokenizer.pre_tokenizer
-    for text in tqdm(texts, desc="tokenizer: counting words", unit=" docs", total=total, disable=not show_progress,
-                     mininterval=2.0):
+    for text in tqdm(
+        texts, desc="tokenizer: counting words", unit=" docs", total=total, disable=not show_progress, mininterval=2.0
+    ):
         words = [word for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text))]
         kept = [word for word in words if len(word) <= MAX_WORD_CHARS]
         too_long += len(words) - len(kept)
@@ -41,8 +43,13 @@ def count_words(texts: Iterable[str], tokenizer: Tokenizer, show_progress: bool 
     return counts, too_long
 
 
-def learn_vocabulary(word_counts: Counter[str], vocab_size: int, special_tokens: Iterable[str],
-                     min_frequency: int = 2, show_progress: bool = True) -> list[str]:
+def learn_vocabulary(
+    word_counts: Counter[str],
+    vocab_size: int,
+    special_tokens: Iterable[str],
+    min_frequency: int = 2,
+    show_progress: bool = True,
+) -> list[str]:
     """Special tokens, the alphabet (first characters, then "##" characters, each sorted), then merged pieces in
     the order they were learnt, until `vocab_size` tokens or no pair occurs `min_frequency` times."""
     vocab = list(dict.fromkeys(special_tokens))
@@ -62,15 +69,16 @@ def learn_vocabulary(word_counts: Counter[str], vocab_size: int, special_tokens:
     # Max-heap on count, then the smallest pair text first; stale entries are skipped when popped.
     heap = [(-count, pair) for pair, count in pair_counts.items()]
     heapq.heapify(heap)
-    progress = tqdm(total=max(0, vocab_size - len(vocab)), desc="tokenizer: merges", disable=not show_progress,
-                    mininterval=2.0)
+    progress = tqdm(
+        total=max(0, vocab_size - len(vocab)), desc="tokenizer: merges", disable=not show_progress, mininterval=2.0
+    )
     while len(vocab) < vocab_size and heap:
         negative, pair = heapq.heappop(heap)
         if pair_counts.get(pair, 0) != -negative:
             continue  # stale: the count changed after this entry was pushed
         if -negative < min_frequency:
             break
-        merged = pair[0] + pair[1][len(PREFIX):]
+        merged = pair[0] + pair[1][len(PREFIX) :]
         if merged not in known:
             known.add(merged)
             vocab.append(merged)

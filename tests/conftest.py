@@ -26,8 +26,10 @@ def corpus(tmp_path_factory):
     folder = tmp_path_factory.mktemp("corpus")
     for i in range(2):
         write_blank_line_corpus(folder / f"part{i}.txt", documents=30, sentences=20, first_doc=30 * i)
-    save_tokenizer(train_tokenizer((p.read_text() for p in sorted(folder.glob("*.txt"))), vocab_size=300,
-                                   show_progress=False), folder.parent / "tokenizer")
+    save_tokenizer(
+        train_tokenizer((p.read_text() for p in sorted(folder.glob("*.txt"))), vocab_size=300, show_progress=False),
+        folder.parent / "tokenizer",
+    )
     return folder
 
 
@@ -53,8 +55,15 @@ def tiny_export(corpus, tmp_path_factory):
     tokenizer = load_tokenizer(corpus.parent / "tokenizer")
     root = tmp_path_factory.mktemp("export")
     torch.manual_seed(0)
-    model = ElectraDiscriminator(tiny_config(vocab_size=tokenizer.get_vocab_size(), embedding_size=16,
-                                             hidden_size=32, num_hidden_layers=2, intermediate_size=64))
+    model = ElectraDiscriminator(
+        tiny_config(
+            vocab_size=tokenizer.get_vocab_size(),
+            embedding_size=16,
+            hidden_size=32,
+            num_hidden_layers=2,
+            intermediate_size=64,
+        )
+    )
     model.save_pretrained(root / "discriminator")
     save_tokenizer(tokenizer, root / "discriminator", model_max_length=64)
     return root

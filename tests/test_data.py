@@ -41,6 +41,7 @@ def doc_ids(tok, example) -> set[int]:
 
 # ---------------------------------------------------------------- sources
 
+
 def test_blank_line_and_line_layouts(tmp_path):
     blank = texts(SourceSpec(files=[str(write_blank_line_corpus(tmp_path / "a.txt", 3, 4))]))
     assert len(blank) == 3 and blank[1].split("\n")[0] == sentence(1, 0)
@@ -51,8 +52,9 @@ def test_blank_line_and_line_layouts(tmp_path):
 def test_jsonl_parquet_and_compressed(tmp_path):
     rows = [{"body": f"doc {i} text", "id": i} for i in range(5)] + [{"body": "   ", "id": 9}]
     (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    assert texts(SourceSpec(files=[str(tmp_path / "d.jsonl")], text_field="body")) == [f"doc {i} text"
-                                                                                     for i in range(5)]
+    assert texts(SourceSpec(files=[str(tmp_path / "d.jsonl")], text_field="body")) == [
+        f"doc {i} text" for i in range(5)
+    ]
     datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "d.parquet"))
     assert len(texts(SourceSpec(files=[str(tmp_path / "d.parquet")], text_field="body"))) == 5
     with pytest.raises(ValueError, match=r"no field 'text' \(fields: \['body', 'id'\]\)"):
@@ -76,8 +78,10 @@ def test_globs_and_directories(tmp_path):
 def test_mixture_by_weight(tmp_path):
     (tmp_path / "a.txt").write_text("\n".join(f"a{i}" for i in range(400)))
     (tmp_path / "b.txt").write_text("\n".join(f"b{i}" for i in range(400)))
-    specs = [SourceSpec(files=[str(tmp_path / "a.txt")], document_boundary="line", weight=3.0),
-             SourceSpec(files=[str(tmp_path / "b.txt")], document_boundary="line", weight=1.0)]
+    specs = [
+        SourceSpec(files=[str(tmp_path / "a.txt")], document_boundary="line", weight=3.0),
+        SourceSpec(files=[str(tmp_path / "b.txt")], document_boundary="line", weight=1.0),
+    ]
     first = [row["text"][0] for row in itertools.islice(documents(specs, seed=0), 200)]
     assert 0.65 < first.count("a") / 200 < 0.85
 
@@ -116,9 +120,9 @@ def test_ten_megabyte_line_in_bounded_memory(tmp_path, tok):
 
 # ---------------------------------------------------------------- example builder
 
+
 def test_sentence_units():
-    assert sentence_units("One. Two!  Three? \"Four.\" Five\nSix") == ["One.", "Two!", "Three?", "\"Four.\"",
-                                                                      "Five", "Six"]
+    assert sentence_units('One. Two!  Three? "Four." Five\nSix') == ["One.", "Two!", "Three?", '"Four."', "Five", "Six"]
 
 
 def test_examples_follow_the_reference_layout(tok, tmp_path):
@@ -155,9 +159,15 @@ def test_overlong_unit_is_cut_not_dropped(tok):
 
 # ---------------------------------------------------------------- stream
 
+
 def make_stream(tok, spec, rank=0, world_size=1, buffer=50, seed=3):
-    return ExampleStream(lambda epoch: documents([spec], seed=seed + epoch), tok,
-                         StreamConfig(max_seq_length=L, shuffle_buffer=buffer, seed=seed), rank, world_size)
+    return ExampleStream(
+        lambda epoch: documents([spec], seed=seed + epoch),
+        tok,
+        StreamConfig(max_seq_length=L, shuffle_buffer=buffer, seed=seed),
+        rank,
+        world_size,
+    )
 
 
 def batches(loader, n):
@@ -166,6 +176,7 @@ def batches(loader, n):
 
 def test_collator_pads_and_sets_token_types():
     from electra_pretrain.pretrain.packing import Example
+
     out = Collator(6, pad_token_id=0)([Example([2, 7, 3, 8, 3], 3), Example([2, 9, 3], 3)])
     assert out["input_ids"].tolist() == [[2, 7, 3, 8, 3, 0], [2, 9, 3, 0, 0, 0]]
     assert out["attention_mask"].tolist() == [[1, 1, 1, 1, 1, 0], [1, 1, 1, 0, 0, 0]]
@@ -215,7 +226,6 @@ def test_two_ranks_see_disjoint_examples_covering_the_input(tok, tmp_path, num_f
     assert seen[0] and seen[1] and seen[0].isdisjoint(seen[1]) and seen[0] | seen[1] == all_docs
     builder = ExampleBuilder(tok, L, random.Random(0))
     assert tokens == sum(len(u) for t in texts(spec) for u in builder.tokenize_units(t))
-
 
 
 def content_tokens(tok, example) -> list[int]:

@@ -32,8 +32,9 @@ def test_roc_auc_is_the_share_of_correctly_ordered_pairs_ties_counting_half():
     pairs = (pos[:, None] > neg[None, :]).double() + 0.5 * (pos[:, None] == neg[None, :]).double()
     assert roc_auc(scores, labels) == pytest.approx(pairs.mean().item(), abs=1e-12)
     assert roc_auc(torch.tensor([0.1, 0.9]), torch.tensor([False, True])) == 1.0
-    assert roc_auc(torch.tensor([0.1, 0.9]), torch.tensor([True, True])) != roc_auc(torch.tensor([0.1]),
-                                                                                      torch.tensor([True]))
+    assert roc_auc(torch.tensor([0.1, 0.9]), torch.tensor([True, True])) != roc_auc(
+        torch.tensor([0.1]), torch.tensor([True])
+    )
 
 
 def test_held_out_share_is_decided_by_the_text_and_never_overlaps_training(corpus):
@@ -53,9 +54,13 @@ def evaluated_run(corpus, tmp_path_factory):
     data.mkdir()
     (data / "part1.txt").write_text((corpus / "part1.txt").read_text())
     out = root / "run"
-    args = [*[a for a in overrides(corpus, out, "trainer.max_steps=6") if not a.startswith("data.files")],
-            f"data.files=[{data}/*.txt]", f"data.eval_files=[{corpus}/part0.txt]", "trainer.eval_every=3",
-            "trainer.eval_tokens=4000"]
+    args = [
+        *[a for a in overrides(corpus, out, "trainer.max_steps=6") if not a.startswith("data.files")],
+        f"data.files=[{data}/*.txt]",
+        f"data.eval_files=[{corpus}/part0.txt]",
+        "trainer.eval_every=3",
+        "trainer.eval_tokens=4000",
+    ]
     train(args)
     return out, args
 
@@ -64,16 +69,36 @@ def test_training_logs_held_out_metrics_that_evaluate_reproduces(corpus, evaluat
     out, _ = evaluated_run
     rows = [r for r in metrics(out) if "eval/disc_auc" in r]
     assert [r["step"] for r in rows] == [3, 6]
-    keys = {"mlm_loss", "mlm_accuracy", "sampled_accuracy", "rtd_loss", "disc_auc", "disc_accuracy",
-            "disc_precision", "disc_recall", "random_replacement_auc"}
+    keys = {
+        "mlm_loss",
+        "mlm_accuracy",
+        "sampled_accuracy",
+        "rtd_loss",
+        "disc_auc",
+        "disc_accuracy",
+        "disc_precision",
+        "disc_recall",
+        "random_replacement_auc",
+    }
     assert {f"eval/{k}" for k in keys} <= rows[-1].keys()
     assert all("time" in r and "elapsed_s" in r for r in metrics(out))
     # The same weights on the same data: the same numbers, from the checkpoint and from the export.
     for path in (out / "checkpoints" / "step_6", out / "export"):
         result = json.loads(cli("evaluate", str(path), "--data", str(corpus / "part0.txt"), "--json").stdout)
         assert {k: result[k] for k in keys} == {k: rows[-1][f"eval/{k}"] for k in keys}
-    alone = json.loads(cli("evaluate", str(out / "export" / "discriminator"), "--data", str(corpus / "part0.txt"),
-                           "--max-tokens", "4000", "--seq-len", "64", "--json").stdout)
+    alone = json.loads(
+        cli(
+            "evaluate",
+            str(out / "export" / "discriminator"),
+            "--data",
+            str(corpus / "part0.txt"),
+            "--max-tokens",
+            "4000",
+            "--seq-len",
+            "64",
+            "--json",
+        ).stdout
+    )
     assert alone.keys() == {"random_replacement_auc", "tokens"}
     assert alone["random_replacement_auc"] == rows[-1]["eval/random_replacement_auc"]
 
@@ -102,8 +127,9 @@ def test_two_processes_compute_auc_over_all_tokens(corpus, evaluated_run, tmp_pa
     train(args, launcher=(*TORCHRUN, "--master_port", "29561"), env={"ACCELERATE_USE_CPU": "1"})
     logged = [r for r in metrics(out) if "eval/disc_auc" in r][-1]
     # One process evaluating the same checkpoint sees every batch, corrupted the same way.
-    single = json.loads(cli("evaluate", str(out / "checkpoints" / "step_6"), "--data", str(corpus / "part0.txt"),
-                            "--json").stdout)
+    single = json.loads(
+        cli("evaluate", str(out / "checkpoints" / "step_6"), "--data", str(corpus / "part0.txt"), "--json").stdout
+    )
     for key in ("disc_auc", "random_replacement_auc"):
         assert logged[f"eval/{key}"] == pytest.approx(single[key], abs=1e-9), key
     assert logged["eval/mlm_loss"] == pytest.approx(single["mlm_loss"], rel=1e-6)
@@ -143,5 +169,7 @@ def test_detect_prints_json_and_marks_tokens_over_the_threshold(evaluated_run):
     assert [r["token"] for r in rows] == tokens and all(0 <= r["probability"] <= 1 for r in rows)
     marked = cli("detect", folder, "the quick brown fox", "--threshold", "0").stdout.splitlines()
     assert all(line.endswith("<- replaced?") for line in marked)
-    assert not any("replaced?" in line for line in cli("detect", folder, "the quick brown fox", "--threshold",
-                                                          "1").stdout.splitlines())
+    assert not any(
+        "replaced?" in line
+        for line in cli("detect", folder, "the quick brown fox", "--threshold", "1").stdout.splitlines()
+    )

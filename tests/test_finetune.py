@@ -13,28 +13,47 @@ from .helpers.corpora import labelled_sentence, write_classification_csv, write_
 from .helpers.runs import TORCHRUN
 
 # Enough steps for the tiny model to learn a one-word rule: 240 examples, batch 16, 6 epochs at 3e-3, no layer decay.
-LEARNS = ["trainer.epochs=6", "trainer.batch_size=16", "optim.lr=3e-3", "optim.layerwise_lr_decay=1.0",
-          "task.max_length=32"]
+LEARNS = [
+    "trainer.epochs=6",
+    "trainer.batch_size=16",
+    "optim.lr=3e-3",
+    "optim.layerwise_lr_decay=1.0",
+    "task.max_length=32",
+]
 
 
 @pytest.fixture(scope="module")
 def classification_files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("classification")
-    return (write_classification_csv(folder / "train.csv", 240, seed=1),
-            write_classification_csv(folder / "valid.csv", 61, seed=2))
+    return (
+        write_classification_csv(folder / "train.csv", 240, seed=1),
+        write_classification_csv(folder / "valid.csv", 61, seed=2),
+    )
 
 
-def test_the_contract_command_writes_results_predictions_and_a_model_transformers_loads(tiny_export,
-                                                                                         classification_files,
-                                                                                         tmp_path):
+def test_the_contract_command_writes_results_predictions_and_a_model_transformers_loads(
+    tiny_export, classification_files, tmp_path
+):
     from transformers import ElectraForSequenceClassification, ElectraTokenizerFast
 
     train, valid = classification_files
     out = tmp_path / "out"
-    finetune([f"model_path={tiny_export}", "task=classification", f"task.train_files=[{train}]",
-              f"task.validation_files=[{valid}]", "task.text_fields=[text]", "task.label_field=label",
-              "trainer.epochs=2", "trainer.batch_size=32", "optim.lr=1e-4", "seed=0", f"output_dir={out}",
-              "logging=none"])
+    finetune(
+        [
+            f"model_path={tiny_export}",
+            "task=classification",
+            f"task.train_files=[{train}]",
+            f"task.validation_files=[{valid}]",
+            "task.text_fields=[text]",
+            "task.label_field=label",
+            "trainer.epochs=2",
+            "trainer.batch_size=32",
+            "optim.lr=1e-4",
+            "seed=0",
+            f"output_dir={out}",
+            "logging=none",
+        ]
+    )
     results = json.loads((out / "results.json").read_text())
     rows = predictions(out)
     assert [r["index"] for r in rows] == list(range(61))
@@ -58,11 +77,9 @@ def test_the_contract_command_writes_results_predictions_and_a_model_transformer
     torch.testing.assert_close(probabilities, expected, atol=2e-5, rtol=0)
 
 
-def test_classification_learns_and_seeds_are_independent_and_repeatable(tiny_export, classification_files,
-                                                                        tmp_path):
+def test_classification_learns_and_seeds_are_independent_and_repeatable(tiny_export, classification_files, tmp_path):
     train, valid = classification_files
-    common = [f"model_path={tiny_export}", f"task.train_files=[{train}]", f"task.validation_files=[{valid}]",
-              *LEARNS]
+    common = [f"model_path={tiny_export}", f"task.train_files=[{train}]", f"task.validation_files=[{valid}]", *LEARNS]
     both = finetune_in_process([*common, "seeds=[0,1]", f"output_dir={tmp_path / 'both'}"])
     alone = finetune_in_process([*common, "seed=1", f"output_dir={tmp_path / 'alone'}"])
     assert [s["seed"] for s in both["per_seed"]] == [0, 1]
@@ -84,8 +101,14 @@ def test_a_randomly_initialised_model_of_the_same_shape_is_the_baseline(tiny_exp
     from safetensors.torch import load_file
 
     train, valid = classification_files
-    args = [f"model_path={tiny_export}", f"task.train_files=[{train}]", f"task.validation_files=[{valid}]",
-            "trainer.epochs=1", "optim.lr=1e-9", "optim.warmup_share=0"]
+    args = [
+        f"model_path={tiny_export}",
+        f"task.train_files=[{train}]",
+        f"task.validation_files=[{valid}]",
+        "trainer.epochs=1",
+        "optim.lr=1e-9",
+        "optim.warmup_share=0",
+    ]
     finetune_in_process([*args, f"output_dir={tmp_path / 'pre'}"])
     finetune_in_process([*args, "model_init=random", f"output_dir={tmp_path / 'random'}"])
     source = load_file(tiny_export / "discriminator" / "model.safetensors")
@@ -109,11 +132,18 @@ def test_sentence_pair_regression_scores_pearson_and_spearman(tiny_export, tmp_p
                 a = labelled_sentence(rng, rng.random() < 0.5)
                 b = labelled_sentence(rng, rng.random() < 0.5)
                 # an unbalanced quote: GLUE's files have them, and a quoting csv reader would swallow lines
-                f.write(f"{i}\t\"{a}\t{b}\t{2.5 * ((' summer' in ' ' + a) + (' summer' in ' ' + b))}\n")
+                f.write(f'{i}\t"{a}\t{b}\t{2.5 * ((" summer" in " " + a) + (" summer" in " " + b))}\n')
     out = tmp_path / "out"
-    results = finetune_in_process([f"model_path={tiny_export}", "task=stsb", f"task.train_files=[{tmp_path}/train.tsv]",
-                                   f"task.validation_files=[{tmp_path}/dev.tsv]", "trainer.epochs=2",
-                                   f"output_dir={out}"])
+    results = finetune_in_process(
+        [
+            f"model_path={tiny_export}",
+            "task=stsb",
+            f"task.train_files=[{tmp_path}/train.tsv]",
+            f"task.validation_files=[{tmp_path}/dev.tsv]",
+            "trainer.epochs=2",
+            f"output_dir={out}",
+        ]
+    )
     rows = predictions(out)
     assert len(rows) == 40 and rows[0]["label"] in (0.0, 2.5, 5.0)
     gold, predicted = [r["label"] for r in rows], [r["prediction"] for r in rows]
@@ -133,15 +163,23 @@ def test_token_classification_from_conll_and_jsonl(tiny_export, tmp_path):
     train = write_conll(tmp_path / "train.conll", 160, seed=4)
     valid = write_conll(tmp_path / "valid.conll", 30, seed=5, long_sentence=40)
     out = tmp_path / "conll"
-    results = finetune_in_process([f"model_path={tiny_export}", "task=token_classification",
-                                   f"task.train_files=[{train}]", f"task.validation_files=[{valid}]",
-                                   "task.conll_tag_column=2", *LEARNS, f"output_dir={out}"])
+    results = finetune_in_process(
+        [
+            f"model_path={tiny_export}",
+            "task=token_classification",
+            f"task.train_files=[{train}]",
+            f"task.validation_files=[{valid}]",
+            "task.conll_tag_column=2",
+            *LEARNS,
+            f"output_dir={out}",
+        ]
+    )
     rows = predictions(out)
     assert len(rows) == 31 and rows[0]["tokens"][0] != "-DOCSTART-"
     long = rows[-1]
     assert len(long["prediction"]) == 40 and long["prediction"][-1] is None  # cut off by max_length 32: not scored
     kept = [[t for t in r["prediction"] if t is not None] for r in rows]
-    expected = span_scores([r["tags"][:len(k)] for r, k in zip(rows, kept)], kept)
+    expected = span_scores([r["tags"][: len(k)] for r, k in zip(rows, kept)], kept)
     assert results["validation"]["span_f1"] == pytest.approx(expected["span_f1"])
     assert results["validation"]["span_f1"] >= 0.9, results["validation"]  # chunks found, "river" continued
     model, info = ElectraForTokenClassification.from_pretrained(out / "model", output_loading_info=True)
@@ -153,12 +191,22 @@ def test_token_classification_from_conll_and_jsonl(tiny_export, tmp_path):
         sentences = [block.splitlines() for block in source.read_text().split("\n\n")[1:] if block.strip()]
         with open(tmp_path / f"{name}.jsonl", "w") as f:
             for lines in sentences:
-                f.write(json.dumps({"tokens": [line.split()[0] for line in lines],
-                                    "tags": [line.split()[2] for line in lines]}) + "\n")
-    from_json = finetune_in_process([f"model_path={tiny_export}", "task=token_classification",
-                                     f"task.train_files=[{tmp_path}/train.jsonl]",
-                                     f"task.validation_files=[{tmp_path}/valid.jsonl]", *LEARNS,
-                                     f"output_dir={tmp_path / 'json'}"])
+                f.write(
+                    json.dumps(
+                        {"tokens": [line.split()[0] for line in lines], "tags": [line.split()[2] for line in lines]}
+                    )
+                    + "\n"
+                )
+    from_json = finetune_in_process(
+        [
+            f"model_path={tiny_export}",
+            "task=token_classification",
+            f"task.train_files=[{tmp_path}/train.jsonl]",
+            f"task.validation_files=[{tmp_path}/valid.jsonl]",
+            *LEARNS,
+            f"output_dir={tmp_path / 'json'}",
+        ]
+    )
     assert from_json["validation"] == results["validation"]
 
 
@@ -168,14 +216,21 @@ def test_glue_cola_files_without_a_header_and_a_test_file_to_predict(tiny_export
         with open(tmp_path / name, "w", encoding="utf-8") as f:
             for _ in range(rows):
                 positive = rng.random() < 0.5
-                f.write(f"gj04\t{int(positive)}\t\t{labelled_sentence(rng, positive)} \"quoted\n")
+                f.write(f'gj04\t{int(positive)}\t\t{labelled_sentence(rng, positive)} "quoted\n')
     with open(tmp_path / "test.tsv", "w", encoding="utf-8") as f:
         f.write("index\tsentence\n" + "".join(f"{i}\t{labelled_sentence(rng, True)}\n" for i in range(12)))
     out = tmp_path / "out"
-    results = finetune_in_process([f"model_path={tiny_export}", "task=cola", f"task.train_files=[{tmp_path}/train.tsv]",
-                                   f"task.validation_files=[{tmp_path}/dev.tsv]",
-                                   f"task.test_files=[{tmp_path}/test.tsv]", "trainer.epochs=1",
-                                   f"output_dir={out}"])
+    results = finetune_in_process(
+        [
+            f"model_path={tiny_export}",
+            "task=cola",
+            f"task.train_files=[{tmp_path}/train.tsv]",
+            f"task.validation_files=[{tmp_path}/dev.tsv]",
+            f"task.test_files=[{tmp_path}/test.tsv]",
+            "trainer.epochs=1",
+            f"output_dir={out}",
+        ]
+    )
     assert set(results["validation"]) == {"matthews", "accuracy"} and "test" not in results  # test: no labels
     assert len(predictions(out)) == 30
     test = predictions(out, "test")
@@ -187,27 +242,62 @@ def test_bad_input_is_named_in_one_line(tiny_export, classification_files, tmp_p
     train, valid = classification_files
     odd = tmp_path / "valid.csv"
     odd.write_text(valid.read_text() + "99,summer river,maybe\n")
-    result = finetune([f"model_path={tiny_export}", f"task.train_files=[{train}]", f"task.validation_files=[{odd}]",
-                       f"output_dir={tmp_path / 'out'}", "logging=none"], check=False)
+    result = finetune(
+        [
+            f"model_path={tiny_export}",
+            f"task.train_files=[{train}]",
+            f"task.validation_files=[{odd}]",
+            f"output_dir={tmp_path / 'out'}",
+            "logging=none",
+        ],
+        check=False,
+    )
     assert result.returncode == 1
     assert f"{odd}:62: label 'maybe' (validation) is not one of ['neg', 'pos']" in result.stderr
 
-    result = finetune([f"model_path={tiny_export}", f"task.train_files=[{train}]", f"task.validation_files=[{valid}]",
-                       "task.text_fields=[sentence]", f"output_dir={tmp_path / 'out'}", "logging=none"], check=False)
+    result = finetune(
+        [
+            f"model_path={tiny_export}",
+            f"task.train_files=[{train}]",
+            f"task.validation_files=[{valid}]",
+            "task.text_fields=[sentence]",
+            f"output_dir={tmp_path / 'out'}",
+            "logging=none",
+        ],
+        check=False,
+    )
     assert result.returncode == 1 and "names none of the fields ['sentence']" in result.stderr
     assert str(train) in result.stderr
 
-    result = finetune([f"model_path={tiny_export}", "task.hub=glue", "task.hub_config=sst2",
-                       f"output_dir={tmp_path / 'out'}", "logging=none"], check=False)
+    result = finetune(
+        [
+            f"model_path={tiny_export}",
+            "task.hub=glue",
+            "task.hub_config=sst2",
+            f"output_dir={tmp_path / 'out'}",
+            "logging=none",
+        ],
+        check=False,
+    )
     assert result.returncode == 1 and "task.hub=glue" in result.stderr and "offline" in result.stderr.lower()
 
 
 def test_two_processes_predict_every_validation_example_once(tiny_export, classification_files, tmp_path):
     train, valid = classification_files  # 61 validation examples: the last batch is uneven over 2 processes
     out = tmp_path / "out"
-    finetune([f"model_path={tiny_export}", f"task.train_files=[{train}]", f"task.validation_files=[{valid}]",
-              "trainer.epochs=1", "trainer.eval_batch_size=8", f"output_dir={out}", "logging=none"],
-             launcher=(*TORCHRUN, "--master_port", "29571"), env={"ACCELERATE_USE_CPU": "1"})
+    finetune(
+        [
+            f"model_path={tiny_export}",
+            f"task.train_files=[{train}]",
+            f"task.validation_files=[{valid}]",
+            "trainer.epochs=1",
+            "trainer.eval_batch_size=8",
+            f"output_dir={out}",
+            "logging=none",
+        ],
+        launcher=(*TORCHRUN, "--master_port", "29571"),
+        env={"ACCELERATE_USE_CPU": "1"},
+    )
     rows = predictions(out)
     assert [r["index"] for r in rows] == list(range(61))
     results = json.loads((out / "results.json").read_text())

@@ -42,14 +42,18 @@ def test_a_missing_field_or_file_is_named(tmp_path):
 def test_layerwise_decay_groups_follow_the_original_depths():
     model = ElectraForSequenceClassification(tiny_config(num_hidden_layers=3), ["a", "b"])
     groups = layerwise_parameter_groups(model, lr=1.0, decay=0.5, weight_decay=0.01, num_layers=3)
-    lr_of = {name: group["lr"] for name, p in model.named_parameters() for group in groups
-             if any(p is q for q in group["params"])}
+    lr_of = {
+        name: group["lr"]
+        for name, p in model.named_parameters()
+        for group in groups
+        if any(p is q for q in group["params"])
+    }
     assert len(lr_of) == len(list(model.parameters())) == sum(len(g["params"]) for g in groups)
     # depth 0 embeddings (and the projection), layer i at depth i + 1, the head at layers + 2: lr x 0.5^(5 - depth)
-    assert lr_of["electra.embeddings.word_embeddings.weight"] == 0.5 ** 5
-    assert lr_of["electra.embeddings_project.weight"] == 0.5 ** 5
-    assert lr_of["electra.encoder.layer.0.attention.self.query.weight"] == 0.5 ** 4
-    assert lr_of["electra.encoder.layer.2.output.LayerNorm.bias"] == 0.5 ** 2  # the top layer: decay^2
+    assert lr_of["electra.embeddings.word_embeddings.weight"] == 0.5**5
+    assert lr_of["electra.embeddings_project.weight"] == 0.5**5
+    assert lr_of["electra.encoder.layer.0.attention.self.query.weight"] == 0.5**4
+    assert lr_of["electra.encoder.layer.2.output.LayerNorm.bias"] == 0.5**2  # the top layer: decay^2
     assert lr_of["classifier.out_proj.weight"] == lr_of["classifier.dense.bias"] == 1.0
     for group in groups:
         names = [n for n, p in model.named_parameters() if any(p is q for q in group["params"])]
@@ -63,7 +67,9 @@ def test_the_encoder_comes_from_the_folder_and_pickles_only_as_plain_tensors(tin
     folder = tiny_export / "discriminator"
     tokenizer = load_tokenizer(folder)
     source = ElectraDiscriminator.from_pretrained(folder)
-    model = build_task_model(ElectraForSequenceClassification, folder, tokenizer, ["a", "b"], None, "sdpa", pretrained=True)
+    model = build_task_model(
+        ElectraForSequenceClassification, folder, tokenizer, ["a", "b"], None, "sdpa", pretrained=True
+    )
     for key, value in source.electra.state_dict().items():
         assert torch.equal(model.electra.state_dict()[key], value), key
 
@@ -71,12 +77,17 @@ def test_the_encoder_comes_from_the_folder_and_pickles_only_as_plain_tensors(tin
     pickled.mkdir()
     (pickled / "config.json").write_text((folder / "config.json").read_text())
     torch.save(source.state_dict(), pickled / "pytorch_model.bin")
-    from_pickle = build_task_model(ElectraForSequenceClassification, pickled, tokenizer, ["a", "b"], None, "sdpa", pretrained=True)
-    assert torch.equal(from_pickle.electra.embeddings.word_embeddings.weight,
-                       source.electra.embeddings.word_embeddings.weight)
+    from_pickle = build_task_model(
+        ElectraForSequenceClassification, pickled, tokenizer, ["a", "b"], None, "sdpa", pretrained=True
+    )
+    assert torch.equal(
+        from_pickle.electra.embeddings.word_embeddings.weight, source.electra.embeddings.word_embeddings.weight
+    )
     torch.save({"weights": source.state_dict(), "extra": TaskConfig()}, pickled / "pytorch_model.bin")
     with pytest.raises(ValueError, match=r"pytorch_model.bin: refused by torch.load\(weights_only=True\)"):
-        build_task_model(ElectraForSequenceClassification, pickled, tokenizer, ["a", "b"], None, "sdpa", pretrained=True)
+        build_task_model(
+            ElectraForSequenceClassification, pickled, tokenizer, ["a", "b"], None, "sdpa", pretrained=True
+        )
 
 
 def test_pairs_are_cls_a_sep_b_sep_and_the_longer_text_is_cut_first(tiny_export):
@@ -93,4 +104,4 @@ def test_pairs_are_cls_a_sep_b_sep_and_the_longer_text_is_cut_first(tiny_export)
     assert (pair.label, pair.truncated) == (1, False)
     assert len(cut.input_ids) == 12 and cut.truncated
     kept_short = tokenizer.encode(short, add_special_tokens=False).ids
-    assert cut.input_ids[1:1 + len(kept_short)] == kept_short  # the short text survives whole
+    assert cut.input_ids[1 : 1 + len(kept_short)] == kept_short  # the short text survives whole

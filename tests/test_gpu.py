@@ -11,8 +11,14 @@ from .helpers.corpora import tiny_config
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
-CONFIG = tiny_config(vocab_size=1000, embedding_size=64, hidden_size=128, num_hidden_layers=2,
-                     intermediate_size=512, max_position_embeddings=128)
+CONFIG = tiny_config(
+    vocab_size=1000,
+    embedding_size=64,
+    hidden_size=128,
+    num_hidden_layers=2,
+    intermediate_size=512,
+    max_position_embeddings=128,
+)
 
 
 def batch(device="cuda"):
@@ -42,8 +48,12 @@ def test_mixed_precision_steps_are_finite_and_learn(precision):
     if precision == "bf16" and not torch.cuda.is_bf16_supported():
         pytest.skip("no bf16 on this GPU")
     accelerator = Accelerator(mixed_precision=precision)
-    model = Electra(ElectraGenerator(generator_config(CONFIG, 0.5)), ElectraDiscriminator(CONFIG), mask_token_id=4,
-                    special_token_ids=[0, 2, 3, 4])
+    model = Electra(
+        ElectraGenerator(generator_config(CONFIG, 0.5)),
+        ElectraDiscriminator(CONFIG),
+        mask_token_id=4,
+        special_token_ids=[0, 2, 3, 4],
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -86,8 +96,17 @@ def test_fine_tuning_in_mixed_precision_learns_on_gpu(tiny_export, tmp_path, pre
 
     train = write_classification_csv(tmp_path / "train.csv", 240, seed=1)
     valid = write_classification_csv(tmp_path / "valid.csv", 61, seed=2)
-    results = finetune_in_process([f"model_path={tiny_export}", f"task.train_files=[{train}]",
-                                   f"task.validation_files=[{valid}]", "trainer.epochs=6", "trainer.batch_size=16",
-                                   "optim.lr=3e-3", "optim.layerwise_lr_decay=1.0",
-                                   f"trainer.mixed_precision={precision}", f"output_dir={tmp_path / 'out'}"])
+    results = finetune_in_process(
+        [
+            f"model_path={tiny_export}",
+            f"task.train_files=[{train}]",
+            f"task.validation_files=[{valid}]",
+            "trainer.epochs=6",
+            "trainer.batch_size=16",
+            "optim.lr=3e-3",
+            "optim.layerwise_lr_decay=1.0",
+            f"trainer.mixed_precision={precision}",
+            f"output_dir={tmp_path / 'out'}",
+        ]
+    )
     assert results["validation"]["accuracy"] >= 0.9

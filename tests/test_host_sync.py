@@ -19,9 +19,17 @@ def test_steps_that_do_not_log_make_no_host_sync(corpus, tmp_path, monkeypatch):
     from electra_pretrain.pretrain.train import Trainer
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=overrides(corpus, tmp_path / "run", "trainer.max_steps=8",
-                                                   "trainer.log_every=4", "trainer.save_every=8",
-                                                   "data.num_workers=1"))
+        cfg = compose(
+            "train",
+            overrides=overrides(
+                corpus,
+                tmp_path / "run",
+                "trainer.max_steps=8",
+                "trainer.log_every=4",
+                "trainer.save_every=8",
+                "data.num_workers=1",
+            ),
+        )
     trainer = Trainer(OmegaConf.to_object(cfg), OmegaConf.to_yaml(cfg, resolve=True))
     syncs = collections.Counter()
 
@@ -31,6 +39,7 @@ def test_steps_that_do_not_log_make_no_host_sync(corpus, tmp_path, monkeypatch):
         def method(self, *args, **kwargs):
             syncs[trainer.state.step, name] += 1
             return original(self, *args, **kwargs)
+
         return method
 
     for name in SYNCING:

@@ -12,13 +12,29 @@ from electra_pretrain.model_config import ElectraConfig, generator_config, prese
 
 # embedding_size < hidden_size (has embeddings_project) and embedding_size == hidden_size
 CONFIGS = {
-    "factorised": dict(vocab_size=101, embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                       intermediate_size=64, max_position_embeddings=40),
-    "square": dict(vocab_size=101, embedding_size=32, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                   intermediate_size=64, max_position_embeddings=40),
+    "factorised": dict(
+        vocab_size=101,
+        embedding_size=16,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=40,
+    ),
+    "square": dict(
+        vocab_size=101,
+        embedding_size=32,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=40,
+    ),
 }
-MODELS = {"discriminator": (ElectraDiscriminator, transformers.ElectraForPreTraining),
-          "generator": (ElectraGenerator, transformers.ElectraForMaskedLM)}
+MODELS = {
+    "discriminator": (ElectraDiscriminator, transformers.ElectraForPreTraining),
+    "generator": (ElectraGenerator, transformers.ElectraForMaskedLM),
+}
 
 
 def padded_two_segment_batch(vocab_size: int) -> dict[str, torch.Tensor]:
@@ -141,8 +157,11 @@ def test_missing_and_unexpected_keys_are_named(tmp_path):
     del weights["discriminator_predictions.dense.bias"]
     weights["electra.pooler.weight"] = torch.zeros(2)
     save_file(weights, tmp_path / "model.safetensors")
-    with pytest.raises(ValueError, match=r"missing keys: \['discriminator_predictions.dense.bias'\].*"
-                                         r"unexpected keys: \['electra.pooler.weight'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"missing keys: \['discriminator_predictions.dense.bias'\].*"
+        r"unexpected keys: \['electra.pooler.weight'\]",
+    ):
         ElectraDiscriminator.from_pretrained(tmp_path)
 
 

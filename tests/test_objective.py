@@ -26,8 +26,14 @@ def tiny_config(**overrides) -> ElectraConfig:
 
 def tiny_electra(sharing="tied", dropout=0.1, **kwargs) -> Electra:
     disc = tiny_config(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
-    return Electra(ElectraGenerator(generator_config(disc, 0.5)), ElectraDiscriminator(disc), mask_token_id=MASK,
-                   special_token_ids=[PAD, CLS, SEP, MASK], embedding_sharing=sharing, **kwargs)
+    return Electra(
+        ElectraGenerator(generator_config(disc, 0.5)),
+        ElectraDiscriminator(disc),
+        mask_token_id=MASK,
+        special_token_ids=[PAD, CLS, SEP, MASK],
+        embedding_sharing=sharing,
+        **kwargs,
+    )
 
 
 def random_batch(batch=16, seq_len=32, pad_from=None):
@@ -49,8 +55,16 @@ def test_max_predictions_matches_reference():
 
 def test_masking_rates_over_many_draws():
     ids, mask = random_batch(batch=4000, seq_len=64, pad_from=40)
-    out = mask_tokens(ids, mask, SPECIALS, mask_token_id=MASK, vocab_size=VOCAB, mask_prob=0.15,
-                      max_predictions=max_predictions_for(64, 0.15), random_token_share=0.1)
+    out = mask_tokens(
+        ids,
+        mask,
+        SPECIALS,
+        mask_token_id=MASK,
+        vocab_size=VOCAB,
+        mask_prob=0.15,
+        max_predictions=max_predictions_for(64, 0.15),
+        random_token_share=0.1,
+    )
     maskable = (mask.bool() & ~torch.isin(ids, SPECIALS)).sum(1)
     chosen = out.weights.sum(1)
     torch.testing.assert_close(chosen, (maskable * 0.15).round().long().clamp(1, 9))
@@ -84,15 +98,24 @@ def test_hand_built_labels():
     assert sorted(out.positions[0, :3].tolist()) == [1, 2, 4] and out.positions[1, 0].item() == 1
     assert sorted(out.labels[0, :3].tolist()) == [10, 11, 12] and out.labels[1, 0].item() == 20
     # with mask share 1, exactly the chosen tokens become [MASK]
-    out = mask_tokens(ids, mask, SPECIALS, mask_token_id=MASK, vocab_size=VOCAB, mask_prob=0.99, max_predictions=4,
-                      mask_token_share=1.0)
+    out = mask_tokens(
+        ids,
+        mask,
+        SPECIALS,
+        mask_token_id=MASK,
+        vocab_size=VOCAB,
+        mask_prob=0.99,
+        max_predictions=4,
+        mask_token_share=1.0,
+    )
     assert out.input_ids.tolist() == [[CLS, MASK, MASK, SEP, MASK, SEP, PAD, PAD], [CLS, MASK, SEP] + [PAD] * 5]
 
 
 def test_row_without_maskable_tokens_gets_no_prediction():
     ids = torch.tensor([[CLS, SEP, PAD, PAD], [CLS, 9, SEP, PAD]])
-    out = mask_tokens(ids, (ids != PAD).long(), SPECIALS, mask_token_id=MASK, vocab_size=VOCAB, mask_prob=0.15,
-                      max_predictions=2)
+    out = mask_tokens(
+        ids, (ids != PAD).long(), SPECIALS, mask_token_id=MASK, vocab_size=VOCAB, mask_prob=0.15, max_predictions=2
+    )
     assert out.weights.tolist() == [[False, False], [True, False]]
     assert out.input_ids[0].tolist() == ids[0].tolist()
 
@@ -175,14 +198,20 @@ def test_gdes_only_mlm_reaches_the_shared_table():
 
 def test_none_sharing_keeps_separate_tables():
     model = tiny_electra("none")
-    assert (model.generator.electra.embeddings.word_embeddings.weight
-            is not model.discriminator.electra.embeddings.word_embeddings.weight)
+    assert (
+        model.generator.electra.embeddings.word_embeddings.weight
+        is not model.discriminator.electra.embeddings.word_embeddings.weight
+    )
 
 
 def test_sharing_needs_equal_embedding_shapes():
     with pytest.raises(ValueError, match="needs equal embedding_size: generator 12 vs discriminator 8"):
-        Electra(ElectraGenerator(tiny_config(embedding_size=12)), ElectraDiscriminator(tiny_config()),
-                mask_token_id=MASK, special_token_ids=[PAD])
+        Electra(
+            ElectraGenerator(tiny_config(embedding_size=12)),
+            ElectraDiscriminator(tiny_config()),
+            mask_token_id=MASK,
+            special_token_ids=[PAD],
+        )
 
 
 def test_sampled_tokens_carry_no_gradient_into_the_generator_from_rtd():
@@ -202,10 +231,22 @@ def mean_losses(model: Electra, ids, mask, draws: int = 20) -> tuple[float, floa
 # Under `tied` the 50x RTD gradient also pulls on the shared table, so the generator memorises more slowly.
 @pytest.mark.parametrize("sharing, mlm_factor, rtd_factor", [("tied", 3.0, 2.5), ("gdes", 10.0, 4.0)])
 def test_tiny_model_overfits_one_batch(sharing, mlm_factor, rtd_factor):
-    disc = tiny_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_hidden_layers=2,
-                       embedding_size=32, hidden_size=64, intermediate_size=128)
-    model = Electra(ElectraGenerator(generator_config(disc, 0.5)), ElectraDiscriminator(disc), mask_token_id=MASK,
-                    special_token_ids=[PAD, CLS, SEP, MASK], embedding_sharing=sharing, mask_prob=0.25)
+    disc = tiny_config(
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        num_hidden_layers=2,
+        embedding_size=32,
+        hidden_size=64,
+        intermediate_size=128,
+    )
+    model = Electra(
+        ElectraGenerator(generator_config(disc, 0.5)),
+        ElectraDiscriminator(disc),
+        mask_token_id=MASK,
+        special_token_ids=[PAD, CLS, SEP, MASK],
+        embedding_sharing=sharing,
+        mask_prob=0.25,
+    )
     ids, mask = random_batch(batch=4, seq_len=16, pad_from=12)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     mlm_start, rtd_start = mean_losses(model, ids, mask)
@@ -220,8 +261,16 @@ def test_tiny_model_overfits_one_batch(sharing, mlm_factor, rtd_factor):
 
 def test_original_masked_count_is_the_expected_distinct_count_of_draws_with_replacement():
     ids, mask = random_batch(batch=20000, seq_len=64)
-    out = mask_tokens(ids, mask, SPECIALS, mask_token_id=MASK, vocab_size=VOCAB, mask_prob=0.15,
-                      max_predictions=max_predictions_for(64, 0.15), masked_count="original")
+    out = mask_tokens(
+        ids,
+        mask,
+        SPECIALS,
+        mask_token_id=MASK,
+        vocab_size=VOCAB,
+        mask_prob=0.15,
+        max_predictions=max_predictions_for(64, 0.15),
+        masked_count="original",
+    )
     # [CLS] and two [SEP] per row; GR draws min(max_predictions, round(0.15 x non-pad tokens)) = min(9, 10)
     maskable, draws = 64 - 3, min(max_predictions_for(64, 0.15), round(0.15 * 64))
     expected = maskable * (1 - (1 - 1 / maskable) ** draws)  # 8.43 distinct positions, against 9 for "distinct"
@@ -235,8 +284,10 @@ def test_original_init_is_glorot_uniform_for_the_projection_and_the_rtd_output()
 
     electra = tiny_electra()
     original_init(electra)
-    for layer in (electra.discriminator.discriminator_predictions.dense_prediction,
-                  electra.discriminator.electra.embeddings_project):
+    for layer in (
+        electra.discriminator.discriminator_predictions.dense_prediction,
+        electra.discriminator.electra.embeddings_project,
+    ):
         fan_out, fan_in = layer.weight.shape
         bound = (6 / (fan_in + fan_out)) ** 0.5
         assert layer.weight.abs().max().item() <= bound and layer.weight.abs().max().item() > 0.5 * bound

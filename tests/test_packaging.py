@@ -17,29 +17,57 @@ from .helpers.runs import ENV, ROOT, overrides
 def wheel_site(tmp_path_factory):
     """The project's wheel, built as pip builds it and unpacked as an installer would lay it out."""
     folder = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", str(ROOT), "--no-deps", "--no-build-isolation",
-                    "-w", str(folder / "dist")], check=True, capture_output=True, env=ENV, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            str(ROOT),
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(folder / "dist"),
+        ],
+        check=True,
+        capture_output=True,
+        env=ENV,
+        timeout=300,
+    )
     wheel = next((folder / "dist").glob("electra_pretrain-*.whl"))
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         archive.extractall(folder / "site")
-    assert {"electra_pretrain/configs/pretrain/train.yaml", "electra_pretrain/configs/pretrain/model/tiny.yaml",
-            "electra_pretrain/configs/finetune/finetune.yaml", "electra_pretrain/configs/finetune/task/cola.yaml",
-            "electra_pretrain/finetune/kinds/classification.py"} <= set(names)
+    assert {
+        "electra_pretrain/configs/pretrain/train.yaml",
+        "electra_pretrain/configs/pretrain/model/tiny.yaml",
+        "electra_pretrain/configs/finetune/finetune.yaml",
+        "electra_pretrain/configs/finetune/task/cola.yaml",
+        "electra_pretrain/finetune/kinds/classification.py",
+    } <= set(names)
     return folder / "site"
 
 
-@pytest.mark.parametrize("entry", [("-m", "electra_pretrain.pretrain.app"), ("-m", "electra_pretrain", "train")],
-                         ids=["module", "cli"])
+@pytest.mark.parametrize(
+    "entry", [("-m", "electra_pretrain.pretrain.app"), ("-m", "electra_pretrain", "train")], ids=["module", "cli"]
+)
 def test_the_wheel_trains_from_another_directory(corpus, wheel_site, tmp_path, entry):
     out = tmp_path / "run"
-    result = subprocess.run([sys.executable, *entry, *overrides(corpus, out, "trainer.max_steps=2")], cwd=tmp_path,
-                            env={**ENV, "PYTHONPATH": str(wheel_site)}, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, *entry, *overrides(corpus, out, "trainer.max_steps=2")],
+        cwd=tmp_path,
+        env={**ENV, "PYTHONPATH": str(wheel_site)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / "export" / "discriminator" / "model.safetensors").is_file()
     assert "configs" not in {p.name for p in tmp_path.iterdir()}  # nothing borrowed from a checkout
-    version = subprocess.run([sys.executable, "-m", "electra_pretrain", "--version"], cwd=tmp_path, env=ENV,
-                             capture_output=True, text=True)
+    version = subprocess.run(
+        [sys.executable, "-m", "electra_pretrain", "--version"], cwd=tmp_path, env=ENV, capture_output=True, text=True
+    )
     assert version.stdout.startswith("electra-pretrain 0.1")
 
 
@@ -48,11 +76,28 @@ def test_the_wheel_fine_tunes_from_another_directory(tiny_export, wheel_site, tm
 
     train = write_classification_csv(tmp_path / "train.csv", 40, seed=1)
     out = tmp_path / "out"
-    result = subprocess.run([sys.executable, "-m", "electra_pretrain", "finetune", f"model_path={tiny_export}",
-                             "task=sst2", "task.text_fields=[text]", "task.labels=[neg,pos]",
-                             f"task.train_files=[{train}]", f"task.validation_files=[{train}]", "trainer.epochs=1",
-                             f"output_dir={out}", "logging=none"], cwd=tmp_path,
-                            env={**ENV, "PYTHONPATH": str(wheel_site)}, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "electra_pretrain",
+            "finetune",
+            f"model_path={tiny_export}",
+            "task=sst2",
+            "task.text_fields=[text]",
+            "task.labels=[neg,pos]",
+            f"task.train_files=[{train}]",
+            f"task.validation_files=[{train}]",
+            "trainer.epochs=1",
+            f"output_dir={out}",
+            "logging=none",
+        ],
+        cwd=tmp_path,
+        env={**ENV, "PYTHONPATH": str(wheel_site)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((out / "results.json").read_text())["task"] == "sst2"  # the preset, from the wheel
 

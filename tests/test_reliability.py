@@ -55,10 +55,10 @@ def copy_run(run: Path, to: Path) -> Path:
 
 # 1. The same command twice gives the same tokenizer and the same model.
 
+
 def test_wordpiece_merges_break_ties_by_text():
     # Three merges of equal count: the two kept are the alphabetically first, whatever the hash order.
-    vocab = learn_vocabulary(Counter({"ef": 2, "cd": 2, "ab": 2}), vocab_size=5 + 6 + 2,
-                             special_tokens=SPECIAL_TOKENS)
+    vocab = learn_vocabulary(Counter({"ef": 2, "cd": 2, "ab": 2}), vocab_size=5 + 6 + 2, special_tokens=SPECIAL_TOKENS)
     assert vocab == [*SPECIAL_TOKENS, "a", "c", "e", "##b", "##d", "##f", "ab", "cd"]
 
 
@@ -66,17 +66,22 @@ def test_same_command_twice_gives_the_same_tokenizer_and_weights(corpus, tmp_pat
     runs = [tmp_path / name for name in ("a", "b")]
     for out in runs:
         train([*without(overrides(corpus, out, "trainer.max_steps=3"), "tokenizer.path"), "tokenizer.vocab_size=400"])
-    assert (runs[0] / "tokenizer" / "tokenizer.json").read_bytes() == (runs[1] / "tokenizer" /
-                                                                        "tokenizer.json").read_bytes()
+    assert (runs[0] / "tokenizer" / "tokenizer.json").read_bytes() == (
+        runs[1] / "tokenizer" / "tokenizer.json"
+    ).read_bytes()
     assert_same_exports(*runs)
 
 
 # 2. A huge word does not stall tokenizer training.
 
+
 def test_words_over_200_characters_are_left_out_of_training_and_are_unk():
     huge = "x" * 400_000
-    counts, too_long = count_words([f"{huge} some words", "more words " + "y" * 200], train_tokenizer([], 200, show_progress=False),
-                                   show_progress=False)
+    counts, too_long = count_words(
+        [f"{huge} some words", "more words " + "y" * 200],
+        train_tokenizer([], 200, show_progress=False),
+        show_progress=False,
+    )
     assert too_long == 1 and counts["y" * 200] == 1 and huge not in counts
     tokenizer = train_tokenizer([f"{huge} the quick brown fox"] * 3, vocab_size=200, show_progress=False)
     assert tokenizer.encode(huge).tokens == ["[CLS]", "[UNK]", "[SEP]"]
@@ -84,6 +89,7 @@ def test_words_over_200_characters_are_left_out_of_training_and_are_unk():
 
 
 # 3. A degenerate tokenizer is an error; a failed start never blocks the corrected rerun.
+
 
 def test_empty_data_is_an_error_and_the_corrected_rerun_is_not_refused(corpus, tmp_path):
     (tmp_path / "empty.txt").write_text("")
@@ -108,13 +114,17 @@ def test_a_tokenizer_that_turns_the_data_into_unk_is_refused(corpus, tmp_path):
 def test_a_moved_and_relatively_named_run_folder_resumes(corpus, uninterrupted, tmp_path):
     moved = copy_run(uninterrupted, tmp_path / "moved")
     relative = os.path.relpath(moved, ROOT)
-    result = train(overrides(corpus, Path(relative), "trainer.max_steps=14",
-                             "trainer.allow_config_change=[trainer.max_steps]"))
-    assert "at step 12" in result.stdout and "config change allowed on resume: trainer.max_steps: 12 -> 14" in \
-        result.stdout
+    result = train(
+        overrides(corpus, Path(relative), "trainer.max_steps=14", "trainer.allow_config_change=[trainer.max_steps]")
+    )
+    assert (
+        "at step 12" in result.stdout
+        and "config change allowed on resume: trainer.max_steps: 12 -> 14" in result.stdout
+    )
 
 
 # 4. Signals to the whole job, data workers included, save and exit with the requeue code.
+
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
 def test_signal_to_every_process_with_a_data_worker_saves_and_exits_75(corpus, tmp_path, sig):
@@ -146,6 +156,7 @@ def test_a_second_sigint_aborts():
 
 
 # 5. One run per folder; no process outlives its launcher.
+
 
 def test_a_second_run_in_the_same_folder_is_refused_naming_the_holder(corpus, tmp_path):
     out = tmp_path / "busy"
@@ -180,10 +191,20 @@ def _alive(pid: int) -> bool:
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGUSR1], ids=lambda s: s.name)
 def test_workers_save_and_stop_when_their_launcher_dies(corpus, tmp_path, sig):
     out = tmp_path / "orphans"
-    launcher = subprocess.Popen([*TORCHRUN, "--master_port", str(29541 + sig), str(ROOT / "train.py"),
-                                 *overrides(corpus, out, "trainer.max_steps=5000", "trainer.log_every=50")],
-                                cwd=ROOT, env={**ENV, "ACCELERATE_USE_CPU": "1"}, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
+    launcher = subprocess.Popen(
+        [
+            *TORCHRUN,
+            "--master_port",
+            str(29541 + sig),
+            str(ROOT / "train.py"),
+            *overrides(corpus, out, "trainer.max_steps=5000", "trainer.log_every=50"),
+        ],
+        cwd=ROOT,
+        env={**ENV, "ACCELERATE_USE_CPU": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     wait_for(out / "checkpoints" / "step_4", launcher)
     workers = _children(launcher.pid)
     assert len(workers) == 2
@@ -199,6 +220,7 @@ def test_workers_save_and_stop_when_their_launcher_dies(corpus, tmp_path, sig):
 
 
 # 6. Damage is caught by checksums and repaired from what is intact.
+
 
 @pytest.mark.parametrize("name", ["model.safetensors", "optimizer.pt"])
 def test_a_flipped_bit_is_caught_and_the_previous_checkpoint_used(corpus, uninterrupted, tmp_path, name):
@@ -219,16 +241,19 @@ def test_a_damaged_run_tokenizer_is_restored_from_the_checkpoint(corpus, tmp_pat
     (out / "tokenizer" / "tokenizer.json").write_text("{not json")
     result = train([*args, "trainer.max_steps=6", "trainer.allow_config_change=[trainer.max_steps]"])
     assert "restored it from that copy" in result.stdout and "at step 4" in result.stdout
-    assert (out / "tokenizer" / "tokenizer.json").read_bytes() == \
-        (out / "checkpoints" / "step_4" / "tokenizer" / "tokenizer.json").read_bytes()
+    assert (out / "tokenizer" / "tokenizer.json").read_bytes() == (
+        out / "checkpoints" / "step_4" / "tokenizer" / "tokenizer.json"
+    ).read_bytes()
 
 
 # 7. Non-finite or exploding training never reaches a checkpoint.
 
+
 def _tiny_electra() -> Electra:
     config = tiny_config()
-    return Electra(ElectraGenerator(config), ElectraDiscriminator(config), mask_token_id=4,
-                   special_token_ids=[0, 2, 3, 4])
+    return Electra(
+        ElectraGenerator(config), ElectraDiscriminator(config), mask_token_id=4, special_token_ids=[0, 2, 3, 4]
+    )
 
 
 def test_non_finite_weights_are_never_checkpointed(tmp_path):
@@ -267,8 +292,11 @@ def test_a_loss_spike_or_a_non_finite_step_leaves_weights_and_moments_untouched(
     train_step(model, [batch], optimizer, scheduler, Accelerator(cpu=True), 1.0, guard, skips)
     assert skips.read() == ({"non_finite": 1, "loss_spike": 1, "fp16_overflow": 0}, 2, 2)
     after = model.state_dict()
-    assert all(torch.equal(before[k], before_nan[k]) for k in before if k != "discriminator."
-               "discriminator_predictions.dense.weight")
+    assert all(
+        torch.equal(before[k], before_nan[k])
+        for k in before
+        if k != "discriminator.discriminator_predictions.dense.weight"
+    )
     assert all(torch.equal(before_nan[k], after[k]) or torch.isnan(after[k]).any() for k in after)
     for state in optimizer.state.values():  # no moment moved, no step counted
         assert int(state["step"]) == 0 and not state["exp_avg"].any() and not state["exp_avg_sq"].any()
@@ -278,22 +306,35 @@ def test_a_loss_spike_or_a_non_finite_step_leaves_weights_and_moments_untouched(
 def test_loss_spikes_stop_the_run_at_the_next_check_when_asked(corpus, tmp_path):
     out = tmp_path / "spiky"
     # lr 0.05 makes the loss jump past 1.01 x its running mean within the first steps
-    error = one_line_error(train(overrides(corpus, out, "trainer.loss_spike_factor=1.01", "optim.lr=0.05",
-                                           "optim.warmup_steps=0", "trainer.loss_spike_action=stop",
-                                           "trainer.log_every=4"), check=False))
+    error = one_line_error(
+        train(
+            overrides(
+                corpus,
+                out,
+                "trainer.loss_spike_factor=1.01",
+                "optim.lr=0.05",
+                "optim.warmup_steps=0",
+                "trainer.loss_spike_action=stop",
+                "trainer.log_every=4",
+            ),
+            check=False,
+        )
+    )
     assert re.match(r"error: steps 1-4: \d loss spike\(s\) over 1.01 x the running mean loss .*; stopped", error), error
     assert not list((out / "checkpoints").glob("step_*"))
 
 
 def test_a_blown_up_run_stops_without_checkpointing_garbage(corpus, tmp_path):
     out = tmp_path / "blown"
-    error = one_line_error(train(overrides(corpus, out, "optim.lr=1e9", "optim.warmup_steps=0",
-                                           "trainer.max_steps=40"), check=False))
+    error = one_line_error(
+        train(overrides(corpus, out, "optim.lr=1e9", "optim.warmup_steps=0", "trainer.max_steps=40"), check=False)
+    )
     assert "skipped steps in a row" in error or "non-finite" in error
     assert not list((out / "checkpoints").glob("step_*"))
 
 
 # 8. Input that is not what it claims to be.
+
 
 def test_binary_files_are_skipped_and_counted_and_nothing_left_is_an_error(corpus, tmp_path):
     data = tmp_path / "mixed"
@@ -304,8 +345,16 @@ def test_binary_files_are_skipped_and_counted_and_nothing_left_is_an_error(corpu
     args = without(overrides(corpus, tmp_path / "run", "trainer.max_steps=2"), "data.files")
     result = train([*args, f"data.files=[{data}]"])
     assert "'binary_files_skipped': 2" in result.stdout
-    error = one_line_error(train([*without(args, "output_dir"), f"output_dir={tmp_path}/run2",
-                                  f"data.files=[{data}/image.txt,{data}/program]"], check=False))
+    error = one_line_error(
+        train(
+            [
+                *without(args, "output_dir"),
+                f"output_dir={tmp_path}/run2",
+                f"data.files=[{data}/image.txt,{data}/program]",
+            ],
+            check=False,
+        )
+    )
     assert "holds no text file (2 binary file(s) skipped)" in error
 
 
@@ -335,11 +384,13 @@ def test_damaged_tokenizer_and_config_files_are_one_line_errors(tmp_path, uninte
     checkpoint = copy_run(uninterrupted / "checkpoints" / "step_12", tmp_path / "step_12")
     (checkpoint / "config.yaml").write_text("model: [1, 2\n")
     cli = [sys.executable, "-m", "electra_pretrain"]
-    export = subprocess.run([*cli, "export", str(checkpoint), "--out", str(tmp_path / "x")], env=ENV,
-                            capture_output=True, text=True)
+    export = subprocess.run(
+        [*cli, "export", str(checkpoint), "--out", str(tmp_path / "x")], env=ENV, capture_output=True, text=True
+    )
     assert "config.yaml: not a training config this version reads" in one_line_error(export)
-    detect = subprocess.run([*cli, "detect", str(uninterrupted / "export" / "generator"), "a b"], env=ENV,
-                            capture_output=True, text=True)
+    detect = subprocess.run(
+        [*cli, "detect", str(uninterrupted / "export" / "generator"), "a b"], env=ENV, capture_output=True, text=True
+    )
     assert "holds ElectraForMaskedLM weights" in one_line_error(detect)
 
 
@@ -350,6 +401,7 @@ def test_fp16_on_cpu_is_refused(corpus, tmp_path):
 
 # 9. A full disk.
 
+
 def test_a_full_disk_leaves_the_previous_checkpoint_and_no_partial_folder(corpus, uninterrupted, tmp_path):
     out = copy_run(uninterrupted, tmp_path / "full")
     limit = (out / "checkpoints" / "step_12" / "model.safetensors").stat().st_size // 2
@@ -358,16 +410,24 @@ def test_a_full_disk_leaves_the_previous_checkpoint_and_no_partial_folder(corpus
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    result = train(overrides(corpus, out, "trainer.max_steps=16", "trainer.allow_config_change=[trainer.max_steps]"),
-                   check=False, preexec_fn=small_disk)
+    result = train(
+        overrides(corpus, out, "trainer.max_steps=16", "trainer.allow_config_change=[trainer.max_steps]"),
+        check=False,
+        preexec_fn=small_disk,
+    )
     error = one_line_error(result)
     assert "writing checkpoint" in error and "step_16 failed" in error and "removed the partial folder" in error
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_12", "step_4", "step_8"]
-    assert "at step 12" in train(overrides(corpus, out, "trainer.max_steps=16",
-                                           "trainer.allow_config_change=[trainer.max_steps]")).stdout
+    assert (
+        "at step 12"
+        in train(
+            overrides(corpus, out, "trainer.max_steps=16", "trainer.allow_config_change=[trainer.max_steps]")
+        ).stdout
+    )
 
 
 # 10. metrics.jsonl after a resume.
+
 
 def test_metrics_after_a_resume_hold_every_step_once_in_whole_lines(corpus, uninterrupted, tmp_path):
     out = copy_run(uninterrupted, tmp_path / "again")
@@ -380,6 +440,7 @@ def test_metrics_after_a_resume_hold_every_step_once_in_whole_lines(corpus, unin
 
 
 # 11. Hydra sweeps.
+
 
 def test_sweep_jobs_get_their_own_folders_and_a_refused_job_does_not_end_the_sweep(corpus, tmp_path):
     out = tmp_path / "sweep"

@@ -7,8 +7,14 @@ from electra_pretrain.tokenizer import load_tokenizer, save_tokenizer, special_t
 
 from .helpers.corpora import WORDS
 
-TRICKY = ["Café déjà vu — naïve résumé!", "Prices rose 12.5% in 2024, (about $3,400).", "東京で会いましょう 你好",
-          "Emoji 🙂 and Ωmega zzzqqxyzzy", "UPPER lower MiXeD", "tabs\tand\u00a0spaces"]
+TRICKY = [
+    "Café déjà vu — naïve résumé!",
+    "Prices rose 12.5% in 2024, (about $3,400).",
+    "東京で会いましょう 你好",
+    "Emoji 🙂 and Ωmega zzzqqxyzzy",
+    "UPPER lower MiXeD",
+    "tabs\tand\u00a0spaces",
+]
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +42,12 @@ def test_pair_template(trained):
 @pytest.mark.parametrize("only_vocab", [False, True])
 def test_transformers_loads_our_folder_with_same_ids(tmp_path, trained, only_vocab):
     save_tokenizer(trained, tmp_path)
-    assert {p.name for p in tmp_path.iterdir()} >= {"tokenizer.json", "vocab.txt", "tokenizer_config.json",
-                                                    "special_tokens_map.json"}
+    assert {p.name for p in tmp_path.iterdir()} >= {
+        "tokenizer.json",
+        "vocab.txt",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    }
     if only_vocab:
         for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
             (tmp_path / name).unlink()

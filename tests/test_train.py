@@ -29,8 +29,9 @@ def test_run_writes_checkpoints_metrics_and_loadable_exports(uninterrupted):
     assert [r["step"] for r in rows] == list(range(1, 13))
     assert {"loss", "mlm_loss", "rtd_loss", "lr", "tokens_per_s", "tokens"} <= rows[0].keys()
     assert rows[-1]["loss"] < rows[0]["loss"]
-    disc, info = transformers.ElectraForPreTraining.from_pretrained(out / "export" / "discriminator",
-                                                                    output_loading_info=True)
+    disc, info = transformers.ElectraForPreTraining.from_pretrained(
+        out / "export" / "discriminator", output_loading_info=True
+    )
     assert not any(info.values())
     gen = transformers.ElectraForMaskedLM.from_pretrained(out / "export" / "generator")
     tok = transformers.ElectraTokenizerFast.from_pretrained(out / "export" / "generator")
@@ -49,8 +50,13 @@ def test_run_writes_checkpoints_metrics_and_loadable_exports(uninterrupted):
 
 
 def kill_after_first_checkpoint(args: list[str], out: Path, sig: int) -> int:
-    child = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=ENV,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=ROOT,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while not (out / "checkpoints" / "step_4").exists():
         assert child.poll() is None and time.time() < deadline, "run ended before its first checkpoint"
@@ -101,21 +107,42 @@ def test_output_dir_with_another_config_is_refused(corpus, uninterrupted):
 
 def test_tokenizer_that_does_not_match_the_checkpoint_is_refused(corpus, uninterrupted, tmp_path):
     other = tmp_path / "other_tok"
-    subprocess.run([sys.executable, "-m", "electra_pretrain", "tokenizer", "train", str(corpus),
-                    "--vocab-size", "250", "--cased", "--out", str(other)], check=True, env=ENV, capture_output=True)
-    result = train(overrides(corpus, uninterrupted, f"tokenizer.path={other}",
-                             "trainer.allow_config_change=[tokenizer.path]"), check=False)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "electra_pretrain",
+            "tokenizer",
+            "train",
+            str(corpus),
+            "--vocab-size",
+            "250",
+            "--cased",
+            "--out",
+            str(other),
+        ],
+        check=True,
+        env=ENV,
+        capture_output=True,
+    )
+    result = train(
+        overrides(corpus, uninterrupted, f"tokenizer.path={other}", "trainer.allow_config_change=[tokenizer.path]"),
+        check=False,
+    )
     assert result.returncode != 0 and "trained with another tokenizer" in result.stderr
 
 
-@pytest.mark.parametrize("override, message", [
-    ("trainer.max_stepz=3", "max_stepz"),
-    ("trainer.mixed_precision=fp8", "trainer.mixed_precision='fp8'"),
-    ("trainer.global_batch_size=ten", "global_batch_size"),
-    ("model=huge", "model"),
-    ("+trainer.max_stepz=3", "unknown config key 'trainer.max_stepz'"),
-    ("+anything=1", "unknown config key 'anything'"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("trainer.max_stepz=3", "max_stepz"),
+        ("trainer.mixed_precision=fp8", "trainer.mixed_precision='fp8'"),
+        ("trainer.global_batch_size=ten", "global_batch_size"),
+        ("model=huge", "model"),
+        ("+trainer.max_stepz=3", "unknown config key 'trainer.max_stepz'"),
+        ("+anything=1", "unknown config key 'anything'"),
+    ],
+)
 def test_bad_overrides_fail_fast_naming_the_key(corpus, tmp_path, override, message):
     start = time.time()
     result = train(overrides(corpus, tmp_path / "bad", override), check=False)
@@ -133,8 +160,16 @@ def test_run_trains_its_own_tokenizer_when_none_is_given(corpus, tmp_path):
 
 
 def test_missing_data_is_named(tmp_path):
-    result = train(["model=tiny", "data=text", f"data.files=[{tmp_path}/nothing*.txt]", f"output_dir={tmp_path}/o",
-                    "logging=none"], check=False)
+    result = train(
+        [
+            "model=tiny",
+            "data=text",
+            f"data.files=[{tmp_path}/nothing*.txt]",
+            f"output_dir={tmp_path}/o",
+            "logging=none",
+        ],
+        check=False,
+    )
     assert result.returncode != 0 and "nothing*.txt' matches no file" in result.stderr
 
 
@@ -147,8 +182,15 @@ def test_two_cpu_processes_train_save_and_resume_on_one_and_back_on_two(corpus, 
     saved = sorted(p.name for p in (out / "checkpoints" / "step_4").iterdir())
     assert {"data_0.pt", "data_1.pt", "rng_0.pt", "rng_1.pt"} <= set(saved)
     # 2 -> 1 process: weights, optimizer, schedule and counters carry over; the data is dealt out again.
-    second = train(overrides(corpus, out, "trainer.max_steps=6", "trainer.save_every=2",
-                             "trainer.allow_config_change=[trainer.max_steps]"))
+    second = train(
+        overrides(
+            corpus,
+            out,
+            "trainer.max_steps=6",
+            "trainer.save_every=2",
+            "trainer.allow_config_change=[trainer.max_steps]",
+        )
+    )
     log = second.stdout + second.stderr
     assert "at step 4" in log and "resuming 2 process(es) x 1 reader(s) on 1 x 1" in log
     rows = metrics(out)
@@ -185,8 +227,13 @@ def test_adam_without_bias_correction_matches_the_original_update(implementation
     start = torch.randn(5, 3)
     param = torch.nn.Parameter(start.clone())
     lr, wd, eps, (b1, b2) = 0.1, 0.01, 1e-6, (0.9, 0.999)
-    optimizer = AdamWWithoutBiasCorrection([{"params": [param], "weight_decay": wd}], lr=lr, betas=(b1, b2), eps=eps,
-                                           foreach=implementation == "foreach" or None)
+    optimizer = AdamWWithoutBiasCorrection(
+        [{"params": [param], "weight_decay": wd}],
+        lr=lr,
+        betas=(b1, b2),
+        eps=eps,
+        foreach=implementation == "foreach" or None,
+    )
     expected, m, v = start.double(), torch.zeros(5, 3, dtype=torch.float64), torch.zeros(5, 3, dtype=torch.float64)
     for _ in range(6):
         grad = torch.randn(5, 3)

@@ -14,8 +14,10 @@ import sys
 
 from electra_pretrain.cli import finetune_commands, pretrain_commands, tool_commands
 
-HYDRA_APPS = {"train": "pretrain: the same as `python train.py <overrides>` (Hydra; --help lists the options)",
-              "finetune": "fine-tune: the same as `python finetune.py <overrides>` (Hydra; --help lists the options)"}
+HYDRA_APPS = {
+    "train": "pretrain: the same as `python train.py <overrides>` (Hydra; --help lists the options)",
+    "finetune": "fine-tune: the same as `python finetune.py <overrides>` (Hydra; --help lists the options)",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

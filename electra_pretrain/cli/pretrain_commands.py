@@ -25,8 +25,12 @@ def add_tokenizer(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--vocab-size", type=int, default=30522, help="tokens in the vocabulary (default 30522)")
     train.add_argument("--out", required=True, help="the folder to write the tokenizer files to")
     train.add_argument("--cased", action="store_true", help="keep case and accents (default: uncased)")
-    train.add_argument("--document-boundary", default="blank_line", choices=DOCUMENT_BOUNDARIES,
-                       help="text files: a blank line ends a document, or one document per line")
+    train.add_argument(
+        "--document-boundary",
+        default="blank_line",
+        choices=DOCUMENT_BOUNDARIES,
+        help="text files: a blank line ends a document, or one document per line",
+    )
     train.add_argument("--text-field", default="text", help="json / parquet / csv: the field holding the text")
     train.set_defaults(func=tokenizer_train_command)
 
@@ -54,8 +58,10 @@ def export_command(args: argparse.Namespace) -> None:
     from electra_pretrain.pretrain.export import export_checkpoint
 
     export_checkpoint(args.checkpoint, args.out)
-    print(f"exported {Path(args.out) / 'discriminator'} (ElectraForPreTraining) and "
-          f"{Path(args.out) / 'generator'} (ElectraForMaskedLM)")
+    print(
+        f"exported {Path(args.out) / 'discriminator'} (ElectraForPreTraining) and "
+        f"{Path(args.out) / 'generator'} (ElectraForMaskedLM)"
+    )
 
 
 def add_detect(sub: argparse._SubParsersAction) -> None:
@@ -83,20 +89,39 @@ def detect_command(args: argparse.Namespace) -> None:
 
 def add_evaluate(sub: argparse._SubParsersAction) -> None:
     evaluate = sub.add_parser("evaluate", help="held-out metrics (MLM, RTD, AUCs) on text files")
-    evaluate.add_argument("path", help="a checkpoint folder, an export folder (discriminator/ + generator/) or a "
-                                       "discriminator folder alone (then only random_replacement_auc)")
+    evaluate.add_argument(
+        "path",
+        help="a checkpoint folder, an export folder (discriminator/ + generator/) or a "
+        "discriminator folder alone (then only random_replacement_auc)",
+    )
     evaluate.add_argument("--data", nargs="+", required=True, help="files, globs or directories, as data.files")
-    evaluate.add_argument("--max-tokens", type=int, default=None,
-                          help="non-pad tokens to evaluate (default: the run's trainer.eval_tokens, else 65536)")
-    evaluate.add_argument("--held-out-share", type=float, default=0.0,
-                          help="evaluate only the documents a run with data.eval_share=S held out")
+    evaluate.add_argument(
+        "--max-tokens",
+        type=int,
+        default=None,
+        help="non-pad tokens to evaluate (default: the run's trainer.eval_tokens, else 65536)",
+    )
+    evaluate.add_argument(
+        "--held-out-share",
+        type=float,
+        default=0.0,
+        help="evaluate only the documents a run with data.eval_share=S held out",
+    )
     evaluate.add_argument("--seq-len", type=int, default=None, help="default: the run's data.max_seq_length, else 128")
-    evaluate.add_argument("--document-boundary", default=None, choices=DOCUMENT_BOUNDARIES,
-                          help="text files (default: the run's, else blank_line)")
+    evaluate.add_argument(
+        "--document-boundary",
+        default=None,
+        choices=DOCUMENT_BOUNDARIES,
+        help="text files (default: the run's, else blank_line)",
+    )
     evaluate.add_argument("--format", default=None, choices=DATA_FORMATS, help="default: the run's, else by suffix")
     evaluate.add_argument("--text-field", default=None, help="json / parquet / csv (default: the run's, else text)")
-    evaluate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                          help="where to evaluate (auto: cuda when available)")
+    evaluate.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cpu", "cuda"],
+        help="where to evaluate (auto: cuda when available)",
+    )
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.set_defaults(func=evaluate_command)
 
@@ -105,10 +130,17 @@ def evaluate_command(args: argparse.Namespace) -> None:
     """Held-out metrics of a checkpoint, an export or a discriminator on text files (pretrain/evaluate.py)."""
     from electra_pretrain.pretrain.evaluate import evaluate_path
 
-    results, seq_len = evaluate_path(args.path, args.data, data_format=args.format, text_field=args.text_field,
-                                     document_boundary=args.document_boundary, seq_len=args.seq_len,
-                                     max_tokens=args.max_tokens, held_out_share=args.held_out_share,
-                                     device=resolve_device(args.device))
+    results, seq_len = evaluate_path(
+        args.path,
+        args.data,
+        data_format=args.format,
+        text_field=args.text_field,
+        document_boundary=args.document_boundary,
+        seq_len=args.seq_len,
+        max_tokens=args.max_tokens,
+        held_out_share=args.held_out_share,
+        device=resolve_device(args.device),
+    )
     if args.json:
         print(json.dumps(results))
         return

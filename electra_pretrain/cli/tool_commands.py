@@ -22,8 +22,12 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     bench_sub = bench.add_subparsers(dest="target")
     data = bench_sub.add_parser("data", help="tokens/s of the example pipeline")
     data.add_argument("files", nargs="+", help="files, globs or directories")
-    data.add_argument("--document-boundary", default="blank_line", choices=DOCUMENT_BOUNDARIES,
-                      help="text files: a blank line ends a document, or one document per line")
+    data.add_argument(
+        "--document-boundary",
+        default="blank_line",
+        choices=DOCUMENT_BOUNDARIES,
+        help="text files: a blank line ends a document, or one document per line",
+    )
     data.add_argument("--tokenizer", default=None, help="tokenizer folder (default: train one on the files)")
     data.add_argument("--vocab-size", type=int, default=30522, help="when a tokenizer is trained (no --tokenizer)")
     data.add_argument("--seq-len", type=int, default=128, help="tokens per example")
@@ -31,8 +35,11 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     data.add_argument("--workers", default="0,1,2", help="dataloader worker counts to time, comma-separated")
     data.add_argument("--json", action="store_true", help="print one JSON object")
     data.set_defaults(func=bench_data_command)
-    tune = bench_sub.add_parser("finetune", help="our fine-tuning loop vs a transformers-built one: accuracy and "
-                                                 "examples/s on the same data (layer-wise decay off)")
+    tune = bench_sub.add_parser(
+        "finetune",
+        help="our fine-tuning loop vs a transformers-built one: accuracy and "
+        "examples/s on the same data (layer-wise decay off)",
+    )
     tune.add_argument("model", help="an export folder or a transformers ELECTRA discriminator folder")
     tune.add_argument("--train", default="data/spam/train.csv", help="csv with text and label columns")
     tune.add_argument("--validation", default="data/spam/validation.csv", help="csv with text and label columns")
@@ -46,22 +53,39 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--model", default="small", choices=sorted(PRESETS), help="model preset to time")
     bench.add_argument("--seq-len", type=int, default=128, help="tokens per sequence")
     bench.add_argument("--batch-size", type=int, default=32, help="sequences per step")
-    bench.add_argument("--vocab-size", type=int, default=30522, help="our model's vocabulary (e.g. a run "
-                                                                        "tokenizer's, to compare with train.py)")
+    bench.add_argument(
+        "--vocab-size",
+        type=int,
+        default=30522,
+        help="our model's vocabulary (e.g. a run tokenizer's, to compare with train.py)",
+    )
     bench.add_argument("--precision", default="no", choices=MIXED_PRECISIONS, help="accelerate mixed precision")
-    bench.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                       help="where to time (auto: cuda when available)")
+    bench.add_argument(
+        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to time (auto: cuda when available)"
+    )
     bench.add_argument("--steps", type=int, default=10, help="timed steps (the median is reported)")
     bench.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     bench.add_argument("--compile", action="store_true", help="torch.compile the step")
-    bench.add_argument("--no-reference", dest="reference", action="store_false",
-                       help="skip the transformers-built peer")
-    bench.add_argument("--ablation", action="store_true",
-                       help="time the fast path one change at a time, from a naive step (no reference)")
-    bench.add_argument("--default-malloc", dest="keep_freed_memory", action="store_false",
-                       help="CPU: leave glibc's allocator as it is in every worker (trainer.keep_freed_memory=false)")
-    bench.add_argument("--peak-flops", type=float, default=None, help="peak FLOP/s for MFU (default: measured "
-                                                                         "on CPU, data sheet on GPU)")
+    bench.add_argument(
+        "--no-reference", dest="reference", action="store_false", help="skip the transformers-built peer"
+    )
+    bench.add_argument(
+        "--ablation",
+        action="store_true",
+        help="time the fast path one change at a time, from a naive step (no reference)",
+    )
+    bench.add_argument(
+        "--default-malloc",
+        dest="keep_freed_memory",
+        action="store_false",
+        help="CPU: leave glibc's allocator as it is in every worker (trainer.keep_freed_memory=false)",
+    )
+    bench.add_argument(
+        "--peak-flops",
+        type=float,
+        default=None,
+        help="peak FLOP/s for MFU (default: measured on CPU, data sheet on GPU)",
+    )
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.set_defaults(func=bench_command)
 
@@ -77,18 +101,27 @@ def bench_command(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(result))
         return
-    print(f"{args.model} seq {args.seq_len} batch {args.batch_size} {args.precision} on {args.device}"
-          f"{'' if args.device != 'cpu' else ', freed memory kept' if args.keep_freed_memory else ', glibc default'}")
-    print(f"  ours:      {result['step_time_s'] * 1e3:8.1f} ms/step  {result['tokens_per_s']:10.0f} tok/s  "
-          f"MFU {result['mfu']:.1%}  peak mem {result['peak_mem_bytes'] / 2**20:.0f} MiB")
-    print(f"  model FLOPs per token {result['flops_per_token'] / 1e6:.1f} M; peak {result['peak_flops'] / 1e12:.2f} "
-          f"TFLOP/s ({result['peak_flops_source']})")
+    print(
+        f"{args.model} seq {args.seq_len} batch {args.batch_size} {args.precision} on {args.device}"
+        f"{'' if args.device != 'cpu' else ', freed memory kept' if args.keep_freed_memory else ', glibc default'}"
+    )
+    print(
+        f"  ours:      {result['step_time_s'] * 1e3:8.1f} ms/step  {result['tokens_per_s']:10.0f} tok/s  "
+        f"MFU {result['mfu']:.1%}  peak mem {result['peak_mem_bytes'] / 2**20:.0f} MiB"
+    )
+    print(
+        f"  model FLOPs per token {result['flops_per_token'] / 1e6:.1f} M; peak {result['peak_flops'] / 1e12:.2f} "
+        f"TFLOP/s ({result['peak_flops_source']})"
+    )
     if "reference" in result:
         ref = result["reference"]
-        print(f"  reference ({ref['kind']}): {ref['step_time_s'] * 1e3:8.1f} ms/step  {ref['tokens_per_s']:10.0f} "
-              f"tok/s  peak mem {ref['peak_mem_bytes'] / 2**20:.0f} MiB")
-        print(f"  speed-up x{result['speedup_vs_reference']:.2f}, memory ratio "
-              f"{result['memory_ratio_vs_reference']:.2f}")
+        print(
+            f"  reference ({ref['kind']}): {ref['step_time_s'] * 1e3:8.1f} ms/step  {ref['tokens_per_s']:10.0f} "
+            f"tok/s  peak mem {ref['peak_mem_bytes'] / 2**20:.0f} MiB"
+        )
+        print(
+            f"  speed-up x{result['speedup_vs_reference']:.2f}, memory ratio {result['memory_ratio_vs_reference']:.2f}"
+        )
 
 
 def print_ablation(args: argparse.Namespace, rows: list[dict]) -> None:
@@ -99,9 +132,11 @@ def print_ablation(args: argparse.Namespace, rows: list[dict]) -> None:
     print(f"{'change':<100} {'ms/step':>8} {'tok/s':>8} {'vs above':>8} {'vs naive':>8} {'peak MiB':>8}")
     previous = rows[0]
     for row in rows:
-        print(f"{row['change']:<100} {row['step_time_s'] * 1e3:8.0f} {row['tokens_per_s']:8.0f} "
-              f"{row['tokens_per_s'] / previous['tokens_per_s']:7.2f}x {row['tokens_per_s'] / rows[0]['tokens_per_s']:7.2f}x "
-              f"{row['peak_mem_bytes'] / 2**20:8.0f}")
+        print(
+            f"{row['change']:<100} {row['step_time_s'] * 1e3:8.0f} {row['tokens_per_s']:8.0f} "
+            f"{row['tokens_per_s'] / previous['tokens_per_s']:7.2f}x {row['tokens_per_s'] / rows[0]['tokens_per_s']:7.2f}x "
+            f"{row['peak_mem_bytes'] / 2**20:8.0f}"
+        )
         if not row["probe"]:
             previous = row
 
@@ -110,36 +145,55 @@ def bench_data_command(args: argparse.Namespace) -> None:
     from electra_pretrain.tools.bench import bench_data as run
 
     workers = [int(w) for w in args.workers.split(",")]
-    result = run(args.files, args.document_boundary, args.tokenizer, args.vocab_size, args.seq_len,
-                        args.examples, workers)
+    result = run(
+        args.files, args.document_boundary, args.tokenizer, args.vocab_size, args.seq_len, args.examples, workers
+    )
     if args.json:
         print(json.dumps(result))
         return
     for row in result["rows"]:
-        print(f"data, {row['num_workers']} worker(s): {row['tokens_per_s']:.0f} tokens/s per process "
-              f"(x{row['ratio']:.2f}; {row['examples']} examples, {row['seconds']:.1f} s), padding share "
-              f"{row['padding_share']:.2%}")
+        print(
+            f"data, {row['num_workers']} worker(s): {row['tokens_per_s']:.0f} tokens/s per process "
+            f"(x{row['ratio']:.2f}; {row['examples']} examples, {row['seconds']:.1f} s), padding share "
+            f"{row['padding_share']:.2%}"
+        )
 
 
 def bench_finetune_command(args: argparse.Namespace) -> None:
     from electra_pretrain.tools.bench_finetune import bench_finetune as run
 
-    result = run(args.model, args.train, args.validation, [int(s) for s in args.seeds.split(",")],
-                            args.epochs, args.lr, args.batch_size, args.max_length)
+    result = run(
+        args.model,
+        args.train,
+        args.validation,
+        [int(s) for s in args.seeds.split(",")],
+        args.epochs,
+        args.lr,
+        args.batch_size,
+        args.max_length,
+    )
     if args.json:
         print(json.dumps(result))
         return
-    print(f"fine-tuning {result['model']}: {result['train_examples']} training examples, {args.epochs} epochs, "
-          f"batch {args.batch_size}, lr {args.lr:g}, layer-wise decay off")
+    print(
+        f"fine-tuning {result['model']}: {result['train_examples']} training examples, {args.epochs} epochs, "
+        f"batch {args.batch_size}, lr {args.lr:g}, layer-wise decay off"
+    )
     print(f"{'seed':>4} {'ours acc':>9} {'peer acc':>9} {'ours ex/s':>10} {'peer ex/s':>10}")
     for row in result["per_seed"]:
-        print(f"{row['seed']:>4} {row['ours']['accuracy']:9.4f} {row['transformers']['accuracy']:9.4f} "
-              f"{row['ours']['examples_per_s']:10.1f} {row['transformers']['examples_per_s']:10.1f}")
+        print(
+            f"{row['seed']:>4} {row['ours']['accuracy']:9.4f} {row['transformers']['accuracy']:9.4f} "
+            f"{row['ours']['examples_per_s']:10.1f} {row['transformers']['examples_per_s']:10.1f}"
+        )
     mean = result["mean"]
-    print(f"mean {mean['ours']['accuracy']:9.4f} {mean['transformers']['accuracy']:9.4f} "
-          f"{mean['ours']['examples_per_s']:10.1f} {mean['transformers']['examples_per_s']:10.1f}")
-    print(f"accuracy difference {result['accuracy_difference_points']:+.2f} points; throughput "
-          f"x{result['throughput_ratio']:.2f} of the transformers loop")
+    print(
+        f"mean {mean['ours']['accuracy']:9.4f} {mean['transformers']['accuracy']:9.4f} "
+        f"{mean['ours']['examples_per_s']:10.1f} {mean['transformers']['examples_per_s']:10.1f}"
+    )
+    print(
+        f"accuracy difference {result['accuracy_difference_points']:+.2f} points; throughput "
+        f"x{result['throughput_ratio']:.2f} of the transformers loop"
+    )
 
 
 def add_spam_corpus(sub: argparse._SubParsersAction) -> None:

@@ -46,7 +46,7 @@ def pad(rows: Sequence[Sequence[int]], value: int, length: int | None = None) ->
     length = max(len(row) for row in rows) if length is None else length
     out = torch.full((len(rows), length), value, dtype=torch.long)
     for i, row in enumerate(rows):
-        out[i, :len(row)] = torch.tensor(row, dtype=torch.long)
+        out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
     return out
 
 
@@ -60,9 +60,12 @@ class Collate:
 
     def __call__(self, batch: list[Feature]) -> dict[str, torch.Tensor]:
         ids = pad([f.input_ids for f in batch], self.pad_id)
-        out = {"input_ids": ids, "attention_mask": pad([[1] * len(f) for f in batch], 0, ids.shape[1]),
-               "token_type_ids": pad([f.token_type_ids for f in batch], 0, ids.shape[1]),
-               "index": torch.tensor([f.index for f in batch])}
+        out = {
+            "input_ids": ids,
+            "attention_mask": pad([[1] * len(f) for f in batch], 0, ids.shape[1]),
+            "token_type_ids": pad([f.token_type_ids for f in batch], 0, ids.shape[1]),
+            "index": torch.tensor([f.index for f in batch]),
+        }
         if all(f.label is not None for f in batch):
             if isinstance(batch[0].label, list):
                 out["labels"] = pad([f.label for f in batch], IGNORE, ids.shape[1])

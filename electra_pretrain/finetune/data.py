@@ -44,19 +44,24 @@ class TaskData:
     def summary(self, folder: Path, config: FinetuneConfig) -> str:
         task, labels = config.task, self.label_names
         sizes = ", ".join(f"{split} {len(examples)}" for split, examples in self.examples.items())
-        described = "no label names" if labels is None else \
-            f"{len(labels)} labels {labels[:12]}{' ...' if len(labels) > 12 else ''}"
+        described = (
+            "no label names"
+            if labels is None
+            else f"{len(labels)} labels {labels[:12]}{' ...' if len(labels) > 12 else ''}"
+        )
         if task.kind == "regression":
             described = "regression (one output)"
         cut = ", ".join(f"{split} {self.kind.truncated(self.features[split])}" for split in self.examples)
-        return "\n".join([
-            f"task:      {task.name} ({task.kind}), {described}, metrics {list(task.metrics)}",
-            f"model:     {folder} ({config.model_init} weights)",
-            f"examples:  {sizes}",
-            f"length:    at most {task.max_length} tokens; {self.kind.unit} cut off by that limit: {cut}",
-            f"seeds:     {config.run_seeds()}, {config.trainer.epochs} epochs, batch {config.trainer.batch_size}, "
-            f"kept epoch: {config.trainer.keep}",
-        ])
+        return "\n".join(
+            [
+                f"task:      {task.name} ({task.kind}), {described}, metrics {list(task.metrics)}",
+                f"model:     {folder} ({config.model_init} weights)",
+                f"examples:  {sizes}",
+                f"length:    at most {task.max_length} tokens; {self.kind.unit} cut off by that limit: {cut}",
+                f"seeds:     {config.run_seeds()}, {config.trainer.epochs} epochs, batch {config.trainer.batch_size}, "
+                f"kept epoch: {config.trainer.keep}",
+            ]
+        )
 
 
 def read_task(kind: TaskKind, task: TaskConfig) -> dict[str, list[TaskExample]]:
@@ -69,10 +74,15 @@ def read_task(kind: TaskKind, task: TaskConfig) -> dict[str, list[TaskExample]]:
         return examples
     for split in ("train", "validation"):
         if not getattr(task, f"{split}_files"):
-            raise ValueError(f"task.{split}_files is empty; name the {split} file(s), e.g. "
-                             f"'task.{split}_files=[data/{split}.csv]' (or task.hub)")
-    return {split: read_split(kind, task, split, getattr(task, f"{split}_files")) for split in SPLITS
-            if getattr(task, f"{split}_files")}
+            raise ValueError(
+                f"task.{split}_files is empty; name the {split} file(s), e.g. "
+                f"'task.{split}_files=[data/{split}.csv]' (or task.hub)"
+            )
+    return {
+        split: read_split(kind, task, split, getattr(task, f"{split}_files"))
+        for split in SPLITS
+        if getattr(task, f"{split}_files")
+    }
 
 
 def read_split(kind: TaskKind, task: TaskConfig, split: str, patterns: list[str]) -> list[TaskExample]:

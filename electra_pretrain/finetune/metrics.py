@@ -84,8 +84,9 @@ def spans(tags: Sequence[str]) -> set[tuple[int, int, str]]:
     previous_prefix, previous_kind = OUTSIDE, OUTSIDE
     for i, tag in enumerate([*tags, OUTSIDE]):
         prefix, kind = _split_tag(tag)
-        if previous_kind != OUTSIDE and (kind != previous_kind or prefix in ("B", "S")
-                                         or previous_prefix in ("E", "S")):
+        if previous_kind != OUTSIDE and (
+            kind != previous_kind or prefix in ("B", "S") or previous_prefix in ("E", "S")
+        ):
             found.add((start, i, previous_kind))
         if kind != OUTSIDE and (kind != previous_kind or prefix in ("B", "S") or previous_prefix in ("E", "S")):
             start = i
@@ -101,5 +102,9 @@ def span_scores(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]
     recall = correct / len(gold_spans) if gold_spans else 0.0
     f = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     tokens = [(g, p) for gs, ps in zip(gold, predicted) for g, p in zip(gs, ps)]
-    return {"span_f1": f, "span_precision": precision, "span_recall": recall,
-            "token_accuracy": sum(g == p for g, p in tokens) / len(tokens) if tokens else 0.0}
+    return {
+        "span_f1": f,
+        "span_precision": precision,
+        "span_recall": recall,
+        "token_accuracy": sum(g == p for g, p in tokens) / len(tokens) if tokens else 0.0,
+    }

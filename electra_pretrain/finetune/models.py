@@ -44,8 +44,13 @@ class ElectraClassificationHead(nn.Module):
 class TaskModel(ElectraPreTrainedBase):
     """An encoder and a head; `labels` names the classes in id order, None for regression (one output)."""
 
-    def __init__(self, config: ElectraConfig, labels: list[str] | None, classifier_dropout: float | None = None,
-                 attn_implementation: str = "sdpa"):
+    def __init__(
+        self,
+        config: ElectraConfig,
+        labels: list[str] | None,
+        classifier_dropout: float | None = None,
+        attn_implementation: str = "sdpa",
+    ):
         super().__init__(config, attn_implementation)
         self.labels = labels
         self.num_labels = len(labels) if labels else 1
@@ -54,8 +59,12 @@ class TaskModel(ElectraPreTrainedBase):
 
     def config_extras(self) -> dict:
         names = self.labels or ["LABEL_0"]
-        extras = {"id2label": dict(enumerate(names)), "label2id": {name: i for i, name in enumerate(names)},
-                  "num_labels": self.num_labels, "classifier_dropout": self.classifier_dropout}
+        extras = {
+            "id2label": dict(enumerate(names)),
+            "label2id": {name: i for i, name in enumerate(names)},
+            "num_labels": self.num_labels,
+            "classifier_dropout": self.classifier_dropout,
+        }
         if self.architecture == ElectraForSequenceClassification.architecture:
             extras["problem_type"] = "regression" if self.labels is None else "single_label_classification"
         return extras
@@ -72,14 +81,23 @@ class TaskModel(ElectraPreTrainedBase):
 class ElectraForSequenceClassification(TaskModel):
     architecture = "ElectraForSequenceClassification"
 
-    def __init__(self, config: ElectraConfig, labels: list[str] | None, classifier_dropout: float | None = None,
-                 attn_implementation: str = "sdpa"):
+    def __init__(
+        self,
+        config: ElectraConfig,
+        labels: list[str] | None,
+        classifier_dropout: float | None = None,
+        attn_implementation: str = "sdpa",
+    ):
         super().__init__(config, labels, classifier_dropout, attn_implementation)
         self.classifier = ElectraClassificationHead(config.hidden_size, self.num_labels, self.dropout_p)
         self.init_weights()
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """(B, num_labels) logits (regression: (B, 1) values)."""
         return self.classifier(self.electra(input_ids, attention_mask, token_type_ids))
 
@@ -87,8 +105,13 @@ class ElectraForSequenceClassification(TaskModel):
 class ElectraForTokenClassification(TaskModel):
     architecture = "ElectraForTokenClassification"
 
-    def __init__(self, config: ElectraConfig, labels: list[str] | None, classifier_dropout: float | None = None,
-                 attn_implementation: str = "sdpa"):
+    def __init__(
+        self,
+        config: ElectraConfig,
+        labels: list[str] | None,
+        classifier_dropout: float | None = None,
+        attn_implementation: str = "sdpa",
+    ):
         if labels is None:
             raise ValueError("token classification needs tag names")
         super().__init__(config, labels, classifier_dropout, attn_implementation)
@@ -96,8 +119,12 @@ class ElectraForTokenClassification(TaskModel):
         self.classifier = nn.Linear(config.hidden_size, self.num_labels)
         self.init_weights()
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """(B, L, num_labels) logits."""
         return self.classifier(self.dropout(self.electra(input_ids, attention_mask, token_type_ids)))
 
@@ -109,12 +136,21 @@ def model_folder(path: str | Path) -> Path:
         return path / "discriminator"
     if (path / "config.json").is_file():
         return path
-    raise FileNotFoundError(f"model_path={path}: no config.json there nor in {path / 'discriminator'} (name an "
-                            "export folder, its discriminator/, or a transformers ELECTRA folder)")
+    raise FileNotFoundError(
+        f"model_path={path}: no config.json there nor in {path / 'discriminator'} (name an "
+        "export folder, its discriminator/, or a transformers ELECTRA folder)"
+    )
 
 
-def build_task_model(model_class: type[TaskModel], folder: Path, tokenizer: Tokenizer, labels: list[str] | None,
-                     classifier_dropout: float | None, attn_implementation: str, pretrained: bool) -> TaskModel:
+def build_task_model(
+    model_class: type[TaskModel],
+    folder: Path,
+    tokenizer: Tokenizer,
+    labels: list[str] | None,
+    classifier_dropout: float | None,
+    attn_implementation: str,
+    pretrained: bool,
+) -> TaskModel:
     """The task model shaped by folder/config.json; its encoder's weights loaded from the folder when `pretrained`
     (the head is always new). The folder's other weights (a pretraining or an earlier task head) are left out and
     named in the log."""
@@ -122,8 +158,9 @@ def build_task_model(model_class: type[TaskModel], folder: Path, tokenizer: Toke
     if not pretrained:
         return model
     weights = read_weights(folder)
-    encoder = {k: v for k, v in weights.items()
-               if k.startswith(ENCODER_PREFIX) and not k.endswith("position_ids")}  # position_ids: a buffer
+    encoder = {
+        k: v for k, v in weights.items() if k.startswith(ENCODER_PREFIX) and not k.endswith("position_ids")
+    }  # position_ids: a buffer
     head = {k: v for k, v in model.state_dict().items() if not k.startswith(ENCODER_PREFIX)}
     model.load_weights({**encoder, **head}, str(folder))  # strict: missing, unexpected, misshaped keys are named
     left_out = sorted({k.split(".")[0] for k in weights if not k.startswith(ENCODER_PREFIX)})

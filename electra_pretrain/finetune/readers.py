@@ -17,8 +17,17 @@ from typing import Any
 
 from electra_pretrain.finetune.config import TASK_FORMATS, TaskConfig
 
-EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "json", ".parquet": "parquet",
-              ".conll": "conll", ".iob": "conll", ".bio": "conll", ".txt": "conll"}
+EXTENSIONS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".json": "json",
+    ".jsonl": "json",
+    ".parquet": "parquet",
+    ".conll": "conll",
+    ".iob": "conll",
+    ".bio": "conll",
+    ".txt": "conll",
+}
 SPLITS = ("train", "validation", "test")
 
 
@@ -46,8 +55,10 @@ def task_file_format(path: Path, configured: str) -> str:
     if configured != "auto":
         return configured
     if path.suffix.lower() not in EXTENSIONS:
-        raise ValueError(f"{path}: cannot tell the format from the extension {path.suffix!r}; set task.format "
-                         f"({', '.join(TASK_FORMATS[1:])})")
+        raise ValueError(
+            f"{path}: cannot tell the format from the extension {path.suffix!r}; set task.format "
+            f"({', '.join(TASK_FORMATS[1:])})"
+        )
     return EXTENSIONS[path.suffix.lower()]
 
 
@@ -63,19 +74,28 @@ def read_table(path: Path, fmt: str, needed: list[str], column_names: list[str])
     if fmt in ("csv", "tsv"):
         delimiter = "\t" if fmt == "tsv" else ","
         with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: a spreadsheet's byte-order mark
-            first = next(csv.reader(f, delimiter=delimiter, quoting=csv.QUOTE_NONE if fmt == "tsv" else
-                                    csv.QUOTE_MINIMAL), [])
+            first = next(
+                csv.reader(f, delimiter=delimiter, quoting=csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL), []
+            )
         if all(name in first for name in needed):
             names, header = first, 0
         elif column_names and len(column_names) == len(first):
             names, header = list(column_names), None
         else:
-            raise ValueError(f"{path}: the first line ({', '.join(first[:8])}) names none of the fields "
-                             f"{list(needed)}; for a file without a header set task.column_names to its "
-                             f"{len(first)} columns")
-        kwargs = dict(sep=delimiter, header=header, column_names=None if header == 0 else names,
-                      features=Features({name: Value("string") for name in names}), keep_default_na=False,
-                      na_filter=False, quoting=csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL)
+            raise ValueError(
+                f"{path}: the first line ({', '.join(first[:8])}) names none of the fields "
+                f"{list(needed)}; for a file without a header set task.column_names to its "
+                f"{len(first)} columns"
+            )
+        kwargs = dict(
+            sep=delimiter,
+            header=header,
+            column_names=None if header == 0 else names,
+            features=Features({name: Value("string") for name in names}),
+            keep_default_na=False,
+            na_filter=False,
+            quoting=csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL,
+        )
         builder = "csv"
     try:
         dataset = load_dataset(builder, data_files=[str(path)], split="train", **kwargs)
@@ -102,9 +122,11 @@ def read_hub_split(task: TaskConfig, name: str, label_field: str) -> tuple[list[
     except Exception as error:
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         offline = datasets.config.HF_HUB_OFFLINE
-        raise ValueError(f"task.hub={task.hub} (config {task.hub_config}, split {name}) could not be loaded"
-                         f"{' because HF_DATASETS_OFFLINE / HF_HUB_OFFLINE is set' if offline else ''}: "
-                         f"{first}; use local files (task.train_files, task.validation_files) offline") from None
+        raise ValueError(
+            f"task.hub={task.hub} (config {task.hub_config}, split {name}) could not be loaded"
+            f"{' because HF_DATASETS_OFFLINE / HF_HUB_OFFLINE is set' if offline else ''}: "
+            f"{first}; use local files (task.train_files, task.validation_files) offline"
+        ) from None
     feature = dataset.features.get(label_field)
     feature = getattr(feature, "feature", feature)  # a Sequence of ClassLabel for tags
     names = list(feature.names) if hasattr(feature, "names") else None

@@ -50,8 +50,13 @@ class SeedResult:
     state: dict[str, torch.Tensor] | None = None  # the kept weights (CPU)
 
     def summary(self) -> dict:
-        row = {"seed": self.seed, "kept_epoch": self.kept_epoch, "validation": self.validation,
-               "train_examples_per_s": round(self.train_examples_per_s, 1), "epochs": self.epochs}
+        row = {
+            "seed": self.seed,
+            "kept_epoch": self.kept_epoch,
+            "validation": self.validation,
+            "train_examples_per_s": round(self.train_examples_per_s, 1),
+            "epochs": self.epochs,
+        }
         if self.test is not None:
             row["test"] = self.test
         return row
@@ -64,24 +69,42 @@ class FineTuner:
         self.config, self.data, self.accelerator, self.seed = config, data, accelerator, seed
         trainer = config.trainer
         if trainer.batch_size % accelerator.num_processes:
-            raise ValueError(f"trainer.batch_size={trainer.batch_size} is not a multiple of the "
-                             f"{accelerator.num_processes} processes")
+            raise ValueError(
+                f"trainer.batch_size={trainer.batch_size} is not a multiple of the "
+                f"{accelerator.num_processes} processes"
+            )
         set_seed(seed)  # the head's initial weights, then the order of the examples and dropout
-        model = build_task_model(data.kind.model_class, folder, data.tokenizer, data.label_names,
-                                 config.classifier_dropout, config.attn_implementation,
-                                 pretrained=config.model_init == "pretrained")
+        model = build_task_model(
+            data.kind.model_class,
+            folder,
+            data.tokenizer,
+            data.label_names,
+            config.classifier_dropout,
+            config.attn_implementation,
+            pretrained=config.model_init == "pretrained",
+        )
         self.lr = config.optim.lr_for(model.config.hidden_size)
-        groups = layerwise_parameter_groups(model, self.lr, config.optim.layerwise_lr_decay,
-                                            config.optim.weight_decay, model.config.num_hidden_layers)
+        groups = layerwise_parameter_groups(
+            model, self.lr, config.optim.layerwise_lr_decay, config.optim.weight_decay, model.config.num_hidden_layers
+        )
         optimizer = build_optimizer(model, config.optim, self.lr, groups)
         collate = data.kind.collate(token_id(data.tokenizer, "[PAD]"))
-        train = torch.utils.data.DataLoader(TaskDataset(data.features["train"]),
-                                            batch_size=trainer.batch_size // accelerator.num_processes,
-                                            shuffle=True, collate_fn=collate,
-                                            generator=torch.Generator().manual_seed(seed))
-        evaluation = {split: torch.utils.data.DataLoader(TaskDataset(data.features[split], by_length=True),
-                                                         batch_size=trainer.eval_batch_size, collate_fn=collate)
-                      for split in data.features if split != "train"}
+        train = torch.utils.data.DataLoader(
+            TaskDataset(data.features["train"]),
+            batch_size=trainer.batch_size // accelerator.num_processes,
+            shuffle=True,
+            collate_fn=collate,
+            generator=torch.Generator().manual_seed(seed),
+        )
+        evaluation = {
+            split: torch.utils.data.DataLoader(
+                TaskDataset(data.features[split], by_length=True),
+                batch_size=trainer.eval_batch_size,
+                collate_fn=collate,
+            )
+            for split in data.features
+            if split != "train"
+        }
         self.model, self.optimizer, self.train_loader = accelerator.prepare(model, optimizer, train)
         self.eval_loaders = {split: accelerator.prepare(loader) for split, loader in evaluation.items()}
         self.steps = len(self.train_loader) * trainer.epochs  # the prepared loader: batches per process
@@ -102,12 +125,18 @@ class FineTuner:
             examples_per_s.append(rate)
             predictions = self.predict("validation")
             scores = self.data.score("validation", predictions)
-            row = {"epoch": epoch, "train_loss": train_loss, "train_examples_per_s": rate,
-                   **{f"validation/{k}": v for k, v in scores.items()}}
+            row = {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "train_examples_per_s": rate,
+                **{f"validation/{k}": v for k, v in scores.items()},
+            }
             tracker.log(epoch * len(self.train_loader), row)
-            accelerator.print(f"seed {self.seed} epoch {epoch}: train loss {train_loss:.4f}, "
-                              + ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
-                              + f" ({rate:.0f} examples/s)")
+            accelerator.print(
+                f"seed {self.seed} epoch {epoch}: train loss {train_loss:.4f}, "
+                + ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
+                + f" ({rate:.0f} examples/s)"
+            )
             if config.trainer.keep == "last" or kept_score is None or scores[main_metric] > kept_score:
                 kept_score = scores[main_metric]
                 state = {k: v.detach().to("cpu", copy=True) for k, v in self.task_model.state_dict().items()}
@@ -143,8 +172,10 @@ class FineTuner:
         mean_loss = accelerator.reduce(loss_sum, "mean").item() / len(self.train_loader)
         elapsed = time.perf_counter() - start
         if not math.isfinite(mean_loss):
-            raise FloatingPointError(f"seed {self.seed} epoch {epoch}: the training loss is not finite (try a lower "
-                                     "optim.lr, or trainer.mixed_precision=bf16 instead of fp16)")
+            raise FloatingPointError(
+                f"seed {self.seed} epoch {epoch}: the training loss is not finite (try a lower "
+                "optim.lr, or trainer.mixed_precision=bf16 instead of fp16)"
+            )
         return mean_loss, examples * accelerator.num_processes / elapsed
 
     @torch.no_grad()
@@ -184,10 +215,17 @@ def run_finetuning(config: FinetuneConfig, config_yaml: str) -> dict:
         for seed in config.run_seeds():
             tuner = FineTuner(config, data, accelerator, seed, folder)
             if seed == config.run_seeds()[0]:
-                accelerator.print(f"optimizer: lr {tuner.lr:g} (layer-wise decay {config.optim.layerwise_lr_decay:g})"
-                                  f", {tuner.steps} steps ({len(tuner.train_loader)} per epoch), warmup "
-                                  f"{tuner.warmup}")
-            tracker = Tracker(config.logging, out / f"seed_{seed}", {**yaml_mapping(config_yaml), "seed": seed}, enabled=accelerator.is_main_process)
+                accelerator.print(
+                    f"optimizer: lr {tuner.lr:g} (layer-wise decay {config.optim.layerwise_lr_decay:g})"
+                    f", {tuner.steps} steps ({len(tuner.train_loader)} per epoch), warmup "
+                    f"{tuner.warmup}"
+                )
+            tracker = Tracker(
+                config.logging,
+                out / f"seed_{seed}",
+                {**yaml_mapping(config_yaml), "seed": seed},
+                enabled=accelerator.is_main_process,
+            )
             try:
                 result = tuner.run(tracker)
             finally:
@@ -203,9 +241,11 @@ def run_finetuning(config: FinetuneConfig, config_yaml: str) -> dict:
         summary = summarise(config, results, kept)
         if accelerator.is_main_process:
             finish_outputs(out, config, summary, kept, data, tokenizer, folder)
-        accelerator.print(f"validation ({len(results)} seed(s), median): "
-                          + ", ".join(f"{k} {v:.4f}" for k, v in summary["validation"].items())
-                          + f" -> {out / RESULTS_FILE}")
+        accelerator.print(
+            f"validation ({len(results)} seed(s), median): "
+            + ", ".join(f"{k} {v:.4f}" for k, v in summary["validation"].items())
+            + f" -> {out / RESULTS_FILE}"
+        )
         return summary
     finally:
         if lock is not None:
@@ -216,11 +256,16 @@ def run_finetuning(config: FinetuneConfig, config_yaml: str) -> dict:
 def summarise(config: FinetuneConfig, results: list[SeedResult], kept: SeedResult) -> dict:
     metrics = list(results[0].validation)
     summary = {
-        "task": config.task.name, "kind": config.task.kind, "model_path": config.model_path,
-        "model_init": config.model_init, "seeds": [r.seed for r in results], "metric": config.task.metrics[0],
+        "task": config.task.name,
+        "kind": config.task.kind,
+        "model_path": config.model_path,
+        "model_init": config.model_init,
+        "seeds": [r.seed for r in results],
+        "metric": config.task.metrics[0],
         "validation": {m: statistics.median(r.validation[m] for r in results) for m in metrics},
         "validation_mean": {m: statistics.mean(r.validation[m] for r in results) for m in metrics},
-        "kept_seed": kept.seed, "per_seed": [r.summary() for r in results],
+        "kept_seed": kept.seed,
+        "per_seed": [r.summary() for r in results],
     }
     tests = [r.test for r in results if r.test is not None]
     if len(tests) == len(results):
@@ -236,13 +281,21 @@ def write_predictions(folder: Path, result: SeedResult, data: TaskData) -> None:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def finish_outputs(out: Path, config: FinetuneConfig, summary: dict, kept: SeedResult, data: TaskData,
-                   tokenizer, folder: Path) -> None:
+def finish_outputs(
+    out: Path, config: FinetuneConfig, summary: dict, kept: SeedResult, data: TaskData, tokenizer, folder: Path
+) -> None:
     shutil.rmtree(out / "predictions", ignore_errors=True)
     shutil.copytree(out / f"seed_{kept.seed}" / "predictions", out / "predictions")
     if config.trainer.save_model:
-        model = build_task_model(data.kind.model_class, folder, tokenizer, data.label_names,
-                                 config.classifier_dropout, config.attn_implementation, pretrained=False)
+        model = build_task_model(
+            data.kind.model_class,
+            folder,
+            tokenizer,
+            data.label_names,
+            config.classifier_dropout,
+            config.attn_implementation,
+            pretrained=False,
+        )
         assert kept.state is not None, "the kept seed keeps its weights"
         model.load_state_dict(kept.state)
         shutil.rmtree(out / "model", ignore_errors=True)
@@ -256,13 +309,22 @@ def finish_outputs(out: Path, config: FinetuneConfig, summary: dict, kept: SeedR
 def fine_tuned_model_card(model: TaskModel, summary: dict, kept: SeedResult) -> str:
     scores = ", ".join(f"{k} {v:.4f}" for k, v in kept.validation.items())
     medians = ", ".join(f"{k} {v:.4f}" for k, v in summary["validation"].items())
-    return "\n".join([
-        f"# ELECTRA fine-tuned: {summary['task']} ({model.architecture})", "",
-        f"Fine-tuned with electra-pretrain from `{summary['model_path']}` ({summary['model_init']} weights).", "",
-        f"- labels: {model.labels if model.labels else 'regression (one output)'}",
-        f"- this model: seed {kept.seed}, epoch {kept.kept_epoch}; validation {scores}",
-        f"- seeds {summary['seeds']}, validation median: {medians}",
-        f"- command: `{' '.join(['python', *sys.argv])}`", "",
-        "```python", f"from transformers import {model.architecture}, ElectraTokenizerFast",
-        f'model = {model.architecture}.from_pretrained("PATH")',
-        'tokenizer = ElectraTokenizerFast.from_pretrained("PATH")', "```", ""])
+    return "\n".join(
+        [
+            f"# ELECTRA fine-tuned: {summary['task']} ({model.architecture})",
+            "",
+            f"Fine-tuned with electra-pretrain from `{summary['model_path']}` ({summary['model_init']} weights).",
+            "",
+            f"- labels: {model.labels if model.labels else 'regression (one output)'}",
+            f"- this model: seed {kept.seed}, epoch {kept.kept_epoch}; validation {scores}",
+            f"- seeds {summary['seeds']}, validation median: {medians}",
+            f"- command: `{' '.join(['python', *sys.argv])}`",
+            "",
+            "```python",
+            f"from transformers import {model.architecture}, ElectraTokenizerFast",
+            f'model = {model.architecture}.from_pretrained("PATH")',
+            'tokenizer = ElectraTokenizerFast.from_pretrained("PATH")',
+            "```",
+            "",
+        ]
+    )

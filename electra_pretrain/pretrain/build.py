@@ -24,8 +24,11 @@ def original_init(electra: Electra) -> None:
     with tf.layers.dense and no initializer, i.e. Glorot-uniform weights and zero biases (everything else: the
     truncated normal, std 0.02, that ElectraPreTrainedBase.init_weights uses)."""
     layers = [electra.discriminator.discriminator_predictions.dense_prediction]
-    layers += [m.electra.embeddings_project for m in (electra.generator, electra.discriminator)
-               if hasattr(m.electra, "embeddings_project")]
+    layers += [
+        m.electra.embeddings_project
+        for m in (electra.generator, electra.discriminator)
+        if hasattr(m.electra, "embeddings_project")
+    ]
     for layer in layers:
         nn.init.xavier_uniform_(layer.weight)
         nn.init.zeros_(layer.bias)
@@ -41,24 +44,38 @@ def build_electra(config: ModelConfig, tokenizer: Tokenizer, load_pretrained: bo
         generator, discriminator = pretrained_pair(config, tokenizer, folders, load=load_pretrained)
     else:
         generator = ElectraGenerator(config.generator(vocab_size, specials["pad"]), config.attn_implementation)
-        discriminator = ElectraDiscriminator(config.discriminator(vocab_size, specials["pad"]),
-                                             config.attn_implementation)
+        discriminator = ElectraDiscriminator(
+            config.discriminator(vocab_size, specials["pad"]), config.attn_implementation
+        )
     electra = joint_module(generator, discriminator, config, tokenizer)
     if config.original_init and folders is None:
         original_init(electra)
     return electra
 
 
-def joint_module(generator: ElectraGenerator, discriminator: ElectraDiscriminator, config: ModelConfig,
-                 tokenizer: Tokenizer, embedding_sharing: str | None = None) -> Electra:
+def joint_module(
+    generator: ElectraGenerator,
+    discriminator: ElectraDiscriminator,
+    config: ModelConfig,
+    tokenizer: Tokenizer,
+    embedding_sharing: str | None = None,
+) -> Electra:
     """`Electra` around two built models with the objective settings of `config` (`embedding_sharing` overrides
     the config's, e.g. "none" for two exported folders that each hold their own copy of the tables)."""
     specials = special_token_ids(tokenizer)
-    electra = Electra(generator, discriminator, mask_token_id=specials["mask"],
-                      special_token_ids=[specials[name] for name in ("pad", "cls", "sep", "mask")],
-                      embedding_sharing=embedding_sharing or config.embedding_sharing, mask_prob=config.mask_prob,
-                      mask_token_share=config.mask_token_share, random_token_share=config.random_token_share,
-                      temperature=config.temperature, gen_weight=config.gen_weight, disc_weight=config.disc_weight,
-                      masked_count=config.masked_count)
+    electra = Electra(
+        generator,
+        discriminator,
+        mask_token_id=specials["mask"],
+        special_token_ids=[specials[name] for name in ("pad", "cls", "sep", "mask")],
+        embedding_sharing=embedding_sharing or config.embedding_sharing,
+        mask_prob=config.mask_prob,
+        mask_token_share=config.mask_token_share,
+        random_token_share=config.random_token_share,
+        temperature=config.temperature,
+        gen_weight=config.gen_weight,
+        disc_weight=config.disc_weight,
+        masked_count=config.masked_count,
+    )
     set_dropout_implementation(electra, config.dropout_implementation)
     return electra

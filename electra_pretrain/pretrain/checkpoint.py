@@ -62,8 +62,11 @@ class Resumed:
 
 def rng_state() -> dict:
     np_state = cast(tuple, np.random.get_state())  # the legacy tuple: (kind, keys, pos, has_gauss, gauss)
-    state: dict[str, object] = {"python": random.getstate(), "torch": torch.get_rng_state(),
-             "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]]}
+    state: dict[str, object] = {
+        "python": random.getstate(),
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -92,8 +95,9 @@ def sha256(path: Path) -> str:
 
 def checksums(folder: Path) -> dict[str, str]:
     """sha256 of every file under `folder` but the state file, by relative path."""
-    return {str(p.relative_to(folder)): sha256(p) for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != STATE_FILE}
+    return {
+        str(p.relative_to(folder)): sha256(p) for p in sorted(folder.rglob("*")) if p.is_file() and p.name != STATE_FILE
+    }
 
 
 def fsync(path: Path) -> None:
@@ -144,14 +148,25 @@ class Checkpointer:
         self.pending = due and not healthy
         return due and healthy
 
-    def save(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler,
-             data_state: dict, train_state: dict, config_yaml: str, tokenizer: Tokenizer) -> Path:
+    def save(
+        self,
+        step: int,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler,
+        data_state: dict,
+        train_state: dict,
+        config_yaml: str,
+        tokenizer: Tokenizer,
+    ) -> Path:
         """Write step_<step> whole or not at all. Collective: every process calls it."""
         accelerator = self.accelerator
         unwrapped = accelerator.unwrap_model(model)
         if not weights_are_finite(unwrapped):
-            raise FloatingPointError(f"step {step}: the weights hold non-finite values; not saving a checkpoint "
-                                     f"(the newest good one stays {self._newest_name()})")
+            raise FloatingPointError(
+                f"step {step}: the weights hold non-finite values; not saving a checkpoint "
+                f"(the newest good one stays {self._newest_name()})"
+            )
         final, tmp = self.folder / f"step_{step}", self.folder / f".tmp_step_{step}"
         try:
             if accelerator.is_main_process:
@@ -171,22 +186,28 @@ class Checkpointer:
                 save_tokenizer(tokenizer, tmp / "tokenizer")
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
-                state = {"step": step, "num_processes": accelerator.num_processes, "train_state": train_state,
-                         "checksums": checksums(tmp)}
+                state = {
+                    "step": step,
+                    "num_processes": accelerator.num_processes,
+                    "train_state": train_state,
+                    "checksums": checksums(tmp),
+                }
                 (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
                 fsync_tree(tmp)
         except Exception as error:  # a full disk surfaces as OSError, or as torch's / safetensors' own errors
             if accelerator.is_main_process:
                 shutil.rmtree(tmp, ignore_errors=True)
-            raise OSError(f"writing checkpoint {final} failed ({_one_line(error)}); removed the partial folder, "
-                          f"the newest complete checkpoint is {self._newest_name()}") from None
+            raise OSError(
+                f"writing checkpoint {final} failed ({_one_line(error)}); removed the partial folder, "
+                f"the newest complete checkpoint is {self._newest_name()}"
+            ) from None
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             if final.exists():  # a rerun reached the same step again: replace it only now that the new one is whole
                 shutil.rmtree(final)
             tmp.rename(final)
             fsync(self.folder)
-            for old in complete_checkpoints(self.folder)[self.config.keep_last:]:
+            for old in complete_checkpoints(self.folder)[self.config.keep_last :]:
                 shutil.rmtree(old)
         accelerator.wait_for_everyone()
         return final
@@ -202,12 +223,15 @@ class Checkpointer:
             return complete_checkpoints(self.folder)
         path = Path(choice) if os.sep in choice else self.folder / choice
         if not (path / STATE_FILE).is_file():
-            raise FileNotFoundError(f"trainer.resume_from={choice!r}: {path} is not a checkpoint folder "
-                                    f"(found: {[p.name for p in complete_checkpoints(self.folder)]})")
+            raise FileNotFoundError(
+                f"trainer.resume_from={choice!r}: {path} is not a checkpoint folder "
+                f"(found: {[p.name for p in complete_checkpoints(self.folder)]})"
+            )
         return [path]
 
-    def resume(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler,
-               tokenizer: Tokenizer) -> Resumed | None:
+    def resume(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler, tokenizer: Tokenizer
+    ) -> Resumed | None:
         """Load the newest checkpoint whose files are intact, passing over damaged ones with a warning."""
         checkpoints = self.candidates()
         for checkpoint in checkpoints:
@@ -216,11 +240,14 @@ class Checkpointer:
             except CheckpointMismatch:
                 raise
             except Exception as error:  # damaged, truncated or unreadable files surface as many exception types
-                self.accelerator.print(f"WARNING: {checkpoint} is damaged or unreadable ({_one_line(error)}); "
-                                       "trying the previous checkpoint")
+                self.accelerator.print(
+                    f"WARNING: {checkpoint} is damaged or unreadable ({_one_line(error)}); "
+                    "trying the previous checkpoint"
+                )
         if checkpoints:
-            raise CheckpointMismatch(f"{self.folder}: no checkpoint could be read; move the folder aside to start "
-                                     "afresh")
+            raise CheckpointMismatch(
+                f"{self.folder}: no checkpoint could be read; move the folder aside to start afresh"
+            )
         return None
 
     def _load(self, checkpoint: Path, model, optimizer, scheduler, tokenizer: Tokenizer) -> Resumed:
@@ -233,8 +260,10 @@ class Checkpointer:
         ours = tokenizer.get_vocab()
         if saved != ours:
             moved = sum(saved.get(token) != index for token, index in ours.items())
-            raise CheckpointMismatch(f"{checkpoint}: trained with another tokenizer ({len(saved)} tokens; this run's "
-                                     f"has {len(ours)}, {moved} of them with a different or no id there)")
+            raise CheckpointMismatch(
+                f"{checkpoint}: trained with another tokenizer ({len(saved)} tokens; this run's "
+                f"has {len(ours)}, {moved} of them with a different or no id there)"
+            )
         device = accelerator.device if accelerator.device.type != "cpu" else "cpu"  # torch.load refuses "cpu:0"
         # Read to CPU; load_state_dict copies into the parameters wherever they live.
         load_model(accelerator.unwrap_model(model), str(checkpoint / "model.safetensors"), strict=True)

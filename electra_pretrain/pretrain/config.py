@@ -89,10 +89,15 @@ class ModelConfig:
 
     def discriminator(self, vocab_size: int, pad_token_id: int) -> ElectraConfig:
         sizes = {name: getattr(self, name) for name in SIZE_FIELDS if getattr(self, name) is not None}
-        return preset_config(self.preset, **sizes, vocab_size=vocab_size, pad_token_id=pad_token_id,
-                             max_position_embeddings=self.max_position_embeddings,
-                             hidden_dropout_prob=self.hidden_dropout_prob,
-                             attention_probs_dropout_prob=self.attention_probs_dropout_prob)
+        return preset_config(
+            self.preset,
+            **sizes,
+            vocab_size=vocab_size,
+            pad_token_id=pad_token_id,
+            max_position_embeddings=self.max_position_embeddings,
+            hidden_dropout_prob=self.hidden_dropout_prob,
+            attention_probs_dropout_prob=self.attention_probs_dropout_prob,
+        )
 
     def generator(self, vocab_size: int, pad_token_id: int) -> ElectraConfig:
         return generator_config(self.discriminator(vocab_size, pad_token_id), self.generator_hidden_fraction)
@@ -118,7 +123,6 @@ class SourceSpec:
         check_choice("document_boundary", self.document_boundary, DOCUMENT_BOUNDARIES)
         if self.weight <= 0:
             raise ValueError(f"data source weight must be > 0, got {self.weight}")
-
 
 
 @dataclass
@@ -159,15 +163,29 @@ class DataConfig:
             return self.sources
         if not (self.files or self.hub):
             raise ValueError("data: no input; set data.files='[path/*.txt]' (or data.hub, or data.sources)")
-        return [SourceSpec(files=list(self.files), hub=self.hub, hub_config=self.hub_config, split=self.split,
-                           format=self.format, text_field=self.text_field,
-                           document_boundary=self.document_boundary)]
+        return [
+            SourceSpec(
+                files=list(self.files),
+                hub=self.hub,
+                hub_config=self.hub_config,
+                split=self.split,
+                format=self.format,
+                text_field=self.text_field,
+                document_boundary=self.document_boundary,
+            )
+        ]
 
     def eval_specs(self) -> list[SourceSpec]:
         """The held-out sources: eval_files read like the training files (eval_share: the training sources)."""
         if self.eval_files:
-            return [SourceSpec(files=list(self.eval_files), format=self.format, text_field=self.text_field,
-                               document_boundary=self.document_boundary)]
+            return [
+                SourceSpec(
+                    files=list(self.eval_files),
+                    format=self.format,
+                    text_field=self.text_field,
+                    document_boundary=self.document_boundary,
+                )
+            ]
         return self.source_specs() if self.eval_share else []
 
 
@@ -211,8 +229,10 @@ class OptimConfig(AdamWConfig):
             return round(self.warmup_share * max_steps), None
         if self.warmup_steps > max_steps // 2:
             scaled = max(1, max_steps // 10)
-            return scaled, (f"optim.warmup_steps={self.warmup_steps} is over half of trainer.max_steps={max_steps}; "
-                            f"warming up for {scaled} steps (10% of the run) instead; set optim.warmup_share to choose")
+            return scaled, (
+                f"optim.warmup_steps={self.warmup_steps} is over half of trainer.max_steps={max_steps}; "
+                f"warming up for {scaled} steps (10% of the run) instead; set optim.warmup_share to choose"
+            )
         return self.warmup_steps, None
 
 
@@ -257,8 +277,10 @@ class TrainerConfig:
     def accumulation_steps(self, num_processes: int) -> int:
         micro = self.micro_batch_size or self.global_batch_size // num_processes
         if micro < 1 or self.global_batch_size % (micro * num_processes):
-            raise ValueError(f"trainer.global_batch_size={self.global_batch_size} is not a multiple of "
-                             f"trainer.micro_batch_size={micro} x {num_processes} processes")
+            raise ValueError(
+                f"trainer.global_batch_size={self.global_batch_size} is not a multiple of "
+                f"trainer.micro_batch_size={micro} x {num_processes} processes"
+            )
         return self.global_batch_size // (micro * num_processes)
 
     def micro_batch(self, num_processes: int) -> int:

@@ -45,16 +45,35 @@ from electra_pretrain.tokenizer import load_tokenizer, special_token_ids, token_
 EVAL_SEED = 0
 EVAL_BATCH_ROWS = 32
 RANDOM_REPLACEMENT_SHARE = 0.15
-GENERATOR_METRICS = ("mlm_loss", "mlm_accuracy", "sampled_accuracy", "rtd_loss", "disc_auc", "disc_accuracy",
-                     "disc_precision", "disc_recall")
+GENERATOR_METRICS = (
+    "mlm_loss",
+    "mlm_accuracy",
+    "sampled_accuracy",
+    "rtd_loss",
+    "disc_auc",
+    "disc_accuracy",
+    "disc_precision",
+    "disc_recall",
+)
 HELD_OUT_METRICS = (*GENERATOR_METRICS, "random_replacement_auc")
 # The sums `_generator_sums` returns, in order; every ratio is taken over the whole set, after the sums.
-SUMS = ("mlm_loss", "predictions", "mlm_correct", "sampled_correct", "rtd_loss", "tokens", "disc_correct",
-        "true_positives", "predicted", "replaced")
+SUMS = (
+    "mlm_loss",
+    "predictions",
+    "mlm_correct",
+    "sampled_correct",
+    "rtd_loss",
+    "tokens",
+    "disc_correct",
+    "true_positives",
+    "predicted",
+    "replaced",
+)
 
 
-def held_out_batches(texts: Iterable[str], tokenizer: Tokenizer, max_seq_length: int,
-                     max_tokens: int) -> list[dict[str, torch.Tensor]]:
+def held_out_batches(
+    texts: Iterable[str], tokenizer: Tokenizer, max_seq_length: int, max_tokens: int
+) -> list[dict[str, torch.Tensor]]:
     """The first `max_tokens` non-pad tokens of examples built from `texts`, as padded batches (CPU)."""
     builder = ExampleBuilder(tokenizer, max_seq_length, random.Random(EVAL_SEED))
     examples, tokens = [], 0
@@ -67,10 +86,12 @@ def held_out_batches(texts: Iterable[str], tokenizer: Tokenizer, max_seq_length:
         if tokens >= max_tokens:
             break
     if not examples:
-        raise ValueError("evaluation: the held-out data yielded no examples (empty, or no document held out: "
-                         "raise data.eval_share or set data.eval_files)")
+        raise ValueError(
+            "evaluation: the held-out data yielded no examples (empty, or no document held out: "
+            "raise data.eval_share or set data.eval_files)"
+        )
     collate = Collator(max_seq_length, token_id(tokenizer, "[PAD]"))
-    return [collate(examples[i:i + EVAL_BATCH_ROWS]) for i in range(0, len(examples), EVAL_BATCH_ROWS)]
+    return [collate(examples[i : i + EVAL_BATCH_ROWS]) for i in range(0, len(examples), EVAL_BATCH_ROWS)]
 
 
 def roc_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
@@ -102,8 +123,9 @@ class Evaluator:
         self.ordinary_ids = torch.tensor(ordinary)
 
     @torch.no_grad()
-    def __call__(self, electra: Electra | None = None,
-                 discriminator: ElectraDiscriminator | None = None) -> dict[str, float]:
+    def __call__(
+        self, electra: Electra | None = None, discriminator: ElectraDiscriminator | None = None
+    ) -> dict[str, float]:
         if discriminator is None:
             assert electra is not None, "a joint module or a discriminator"
             discriminator = electra.discriminator
@@ -138,15 +160,24 @@ class Evaluator:
         token_bce = F.binary_cross_entropy_with_logits(logits, out.is_replaced.float(), reduction="none")
         scores["disc"].append(logits[tokens])
         scores["disc_labels"].append(out.is_replaced[tokens])
-        return torch.stack([
-            (token_ce * weights.flatten()).sum(), weights.sum(),
-            ((out.gen_logits.argmax(-1) == labels) & weights).sum(), ((out.sampled == labels) & weights).sum(),
-            (token_bce * tokens).sum(), tokens.sum(), ((predicted == replaced) & tokens).sum(),
-            (predicted & replaced).sum(), predicted.sum(), replaced.sum(),
-        ]).double()
+        return torch.stack(
+            [
+                (token_ce * weights.flatten()).sum(),
+                weights.sum(),
+                ((out.gen_logits.argmax(-1) == labels) & weights).sum(),
+                ((out.sampled == labels) & weights).sum(),
+                (token_bce * tokens).sum(),
+                tokens.sum(),
+                ((predicted == replaced) & tokens).sum(),
+                (predicted & replaced).sum(),
+                predicted.sum(),
+                replaced.sum(),
+            ]
+        ).double()
 
-    def _random_replacement(self, discriminator: ElectraDiscriminator, batch: dict[str, torch.Tensor], index: int,
-                            scores: dict) -> None:
+    def _random_replacement(
+        self, discriminator: ElectraDiscriminator, batch: dict[str, torch.Tensor], index: int, scores: dict
+    ) -> None:
         ids = batch["input_ids"]
         # A generator of its own: the same replacements whether or not the joint module ran before on this batch.
         rng = torch.Generator(ids.device).manual_seed(EVAL_SEED + 1_000_003 * (index + 1))
@@ -170,22 +201,26 @@ class Evaluator:
         padded = self.accelerator.pad_across_processes(local)
         gathered = self.accelerator.gather(padded).cpu()
         width = max(sizes)
-        return torch.cat([gathered[i * width:i * width + n] for i, n in enumerate(sizes)])
+        return torch.cat([gathered[i * width : i * width + n] for i, n in enumerate(sizes)])
 
     def _reduce(self, sums: torch.Tensor, scores: dict, with_generator: bool) -> dict[str, float]:
-        result = {"random_replacement_auc": roc_auc(self._gather(scores["random"]),
-                                                    self._gather(scores["random_labels"]) > 0)}
+        result = {
+            "random_replacement_auc": roc_auc(self._gather(scores["random"]), self._gather(scores["random_labels"]) > 0)
+        }
         if not with_generator:
             return result
         total = dict(zip(SUMS, self.accelerator.reduce(sums, "sum").tolist()))
         predictions, tokens = max(total["predictions"], 1), max(total["tokens"], 1)
         result.update(
-            mlm_loss=total["mlm_loss"] / predictions, mlm_accuracy=total["mlm_correct"] / predictions,
-            sampled_accuracy=total["sampled_correct"] / predictions, rtd_loss=total["rtd_loss"] / tokens,
+            mlm_loss=total["mlm_loss"] / predictions,
+            mlm_accuracy=total["mlm_correct"] / predictions,
+            sampled_accuracy=total["sampled_correct"] / predictions,
+            rtd_loss=total["rtd_loss"] / tokens,
             disc_auc=roc_auc(self._gather(scores["disc"]), self._gather(scores["disc_labels"]) > 0),
             disc_accuracy=total["disc_correct"] / tokens,
             disc_precision=total["true_positives"] / max(total["predicted"], 1),
-            disc_recall=total["true_positives"] / max(total["replaced"], 1))
+            disc_recall=total["true_positives"] / max(total["replaced"], 1),
+        )
         return result
 
 
@@ -208,8 +243,7 @@ def load_target(path: str | Path) -> EvaluationTarget:
         tokenizer = load_tokenizer(path / "tokenizer")
         electra = build_electra(model_config, tokenizer, load_pretrained=False)  # the checkpoint holds the weights
         load_model(electra, str(path / "model.safetensors"), strict=True)
-        return EvaluationTarget(electra.discriminator, electra, tokenizer,
-                                yaml_mapping(config_yaml))
+        return EvaluationTarget(electra.discriminator, electra, tokenizer, yaml_mapping(config_yaml))
     if (path / "discriminator").is_dir() and (path / "generator").is_dir():
         train_config = {}
         model_config = ModelConfig()
@@ -224,20 +258,34 @@ def load_target(path: str | Path) -> EvaluationTarget:
         return EvaluationTarget(discriminator, electra, tokenizer, train_config)
     if (path / "config.json").is_file():
         return EvaluationTarget(ElectraDiscriminator.from_pretrained(path), None, load_tokenizer(path), {})
-    raise FileNotFoundError(f"{path}: not a checkpoint folder (config.yaml + model.safetensors), an export folder "
-                            "(discriminator/ + generator/) or a discriminator folder (config.json)")
+    raise FileNotFoundError(
+        f"{path}: not a checkpoint folder (config.yaml + model.safetensors), an export folder "
+        "(discriminator/ + generator/) or a discriminator folder (config.json)"
+    )
 
 
-def evaluate_path(path: str | Path, files: list[str], *, data_format: str | None = None, text_field: str | None = None,
-                  document_boundary: str | None = None, seq_len: int | None = None, max_tokens: int | None = None,
-                  held_out_share: float = 0.0, device: str = "cpu") -> tuple[dict, int]:
+def evaluate_path(
+    path: str | Path,
+    files: list[str],
+    *,
+    data_format: str | None = None,
+    text_field: str | None = None,
+    document_boundary: str | None = None,
+    seq_len: int | None = None,
+    max_tokens: int | None = None,
+    held_out_share: float = 0.0,
+    device: str = "cpu",
+) -> tuple[dict, int]:
     """`electra-pretrain evaluate`: the held-out metrics of what `path` holds on `files`, read with the data settings
     the run was trained with unless given; returns (metrics with "tokens", the sequence length used)."""
     target = load_target(path)
     trained = target.train_config.get("data", {})
-    spec = SourceSpec(files=files, format=data_format or trained.get("format", "auto"),
-                      text_field=text_field or trained.get("text_field", "text"),
-                      document_boundary=document_boundary or trained.get("document_boundary", "blank_line"))
+    spec = SourceSpec(
+        files=files,
+        format=data_format or trained.get("format", "auto"),
+        text_field=text_field or trained.get("text_field", "text"),
+        document_boundary=document_boundary or trained.get("document_boundary", "blank_line"),
+    )
     max_seq_length = seq_len or trained.get("max_seq_length", 128)
     max_tokens = max_tokens or target.train_config.get("trainer", {}).get("eval_tokens", 65_536)
     rows = documents([spec], seed=EVAL_SEED, shuffle_files=False, held_out_share=held_out_share, held_out=True)

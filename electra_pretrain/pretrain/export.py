@@ -23,8 +23,9 @@ from electra_pretrain.tokenizer import is_lowercase, load_tokenizer, save_tokeni
 TRAIN_CONFIG = "train_config.yaml"
 
 
-def export_models(electra: Electra, tokenizer: Tokenizer, out: Path, config_yaml: str | None = None,
-                  provenance: dict | None = None) -> None:
+def export_models(
+    electra: Electra, tokenizer: Tokenizer, out: Path, config_yaml: str | None = None, provenance: dict | None = None
+) -> None:
     """Write out/discriminator and out/generator, each a transformers folder with the tokenizer files.
 
     `provenance`: what the model card reports beyond the weights (step, tokens, held-out metrics, command).
@@ -35,7 +36,9 @@ def export_models(electra: Electra, tokenizer: Tokenizer, out: Path, config_yaml
         save_tokenizer(tokenizer, out / name, model_max_length=max_length)
         if config_yaml is not None:
             (out / name / TRAIN_CONFIG).write_text(config_yaml)
-        (out / name / "README.md").write_text(pretrained_model_card(name, model, tokenizer, config_yaml, provenance or {}))
+        (out / name / "README.md").write_text(
+            pretrained_model_card(name, model, tokenizer, config_yaml, provenance or {})
+        )
     if config_yaml is not None:
         (out / TRAIN_CONFIG).write_text(config_yaml)
     readable = 0o666 & ~_umask()
@@ -57,9 +60,12 @@ def pretrained_model_card(name: str, model, tokenizer: Tokenizer, config_yaml: s
     data = trained.get("data", {})
     source = data.get("files") or data.get("hub") or [s.get("files") or s.get("hub") for s in data.get("sources", [])]
     lines = [
-        f"# ELECTRA {name} ({architecture})", "",
-        "Pretrained with electra-pretrain (replaced-token detection).", "",
-        "| | |", "|---|---|",
+        f"# ELECTRA {name} ({architecture})",
+        "",
+        "Pretrained with electra-pretrain (replaced-token detection).",
+        "",
+        "| | |",
+        "|---|---|",
         f"| layers x hidden | {config.num_hidden_layers} x {config.hidden_size} (embeddings {config.embedding_size}, "
         f"FFN {config.intermediate_size}, {config.num_attention_heads} heads) |",
         f"| parameters | {sum(p.numel() for p in model.export_state_dict().values()) / 1e6:.2f}M |",
@@ -74,9 +80,17 @@ def pretrained_model_card(name: str, model, tokenizer: Tokenizer, config_yaml: s
     if provenance.get("command"):
         lines.append(f"| command | `{provenance['command']}` |")
     usage = "ElectraForPreTraining" if name == "discriminator" else "ElectraForMaskedLM"
-    lines += ["", "```python", f"from transformers import {usage}, ElectraTokenizerFast",
-              f'model = {usage}.from_pretrained("PATH")', 'tokenizer = ElectraTokenizerFast.from_pretrained("PATH")',
-              "```", "", f"The training config is in `{TRAIN_CONFIG}` beside this card.", ""]
+    lines += [
+        "",
+        "```python",
+        f"from transformers import {usage}, ElectraTokenizerFast",
+        f'model = {usage}.from_pretrained("PATH")',
+        'tokenizer = ElectraTokenizerFast.from_pretrained("PATH")',
+        "```",
+        "",
+        f"The training config is in `{TRAIN_CONFIG}` beside this card.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -101,8 +115,19 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> None:
     tokenizer = load_tokenizer(checkpoint / "tokenizer")
     electra = build_electra(model_config, tokenizer, load_pretrained=False)  # the checkpoint holds the weights
     load_model(electra, str(checkpoint / "model.safetensors"), strict=True)
-    state = json.loads((checkpoint / "trainer_state.json").read_text()) if (checkpoint / "trainer_state.json").is_file() \
+    state = (
+        json.loads((checkpoint / "trainer_state.json").read_text())
+        if (checkpoint / "trainer_state.json").is_file()
         else {}
-    export_models(electra, tokenizer, out, config_yaml,
-                  {"step": state.get("step", 0), "tokens": state.get("train_state", {}).get("tokens", 0),
-                   "command": f"electra-pretrain export {checkpoint} --out {out}"})
+    )
+    export_models(
+        electra,
+        tokenizer,
+        out,
+        config_yaml,
+        {
+            "step": state.get("step", 0),
+            "tokens": state.get("train_state", {}).get("tokens", 0),
+            "command": f"electra-pretrain export {checkpoint} --out {out}",
+        },
+    )

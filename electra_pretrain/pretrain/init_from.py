@@ -23,9 +23,13 @@ from electra_pretrain.pretrain.config import ModelConfig
 from electra_pretrain.weights import checked_config, read_weights
 
 log = logging.getLogger(__name__)
-SHARED_TABLES = ("electra.embeddings.word_embeddings.weight", "electra.embeddings.position_embeddings.weight",
-                 "electra.embeddings.token_type_embeddings.weight", "electra.embeddings.LayerNorm.weight",
-                 "electra.embeddings.LayerNorm.bias")
+SHARED_TABLES = (
+    "electra.embeddings.word_embeddings.weight",
+    "electra.embeddings.position_embeddings.weight",
+    "electra.embeddings.token_type_embeddings.weight",
+    "electra.embeddings.LayerNorm.weight",
+    "electra.embeddings.LayerNorm.bias",
+)
 
 
 def init_folders(config: ModelConfig) -> tuple[Path, Path | None] | None:
@@ -34,17 +38,20 @@ def init_folders(config: ModelConfig) -> tuple[Path, Path | None] | None:
         root = Path(config.init_from)
         for name in ("discriminator", "generator"):
             if not (root / name / "config.json").is_file():
-                raise FileNotFoundError(f"model.init_from={root}: no {name}/config.json (an export folder holds "
-                                        "discriminator/ and generator/; for two folders use model.init_discriminator "
-                                        "and model.init_generator)")
+                raise FileNotFoundError(
+                    f"model.init_from={root}: no {name}/config.json (an export folder holds "
+                    "discriminator/ and generator/; for two folders use model.init_discriminator "
+                    "and model.init_generator)"
+                )
         return root / "discriminator", root / "generator"
     if config.init_discriminator:
         return Path(config.init_discriminator), Path(config.init_generator) if config.init_generator else None
     return None
 
 
-def pretrained_pair(config: ModelConfig, tokenizer: Tokenizer, folders: tuple[Path, Path | None],
-                    load: bool = True) -> tuple[ElectraGenerator, ElectraDiscriminator]:
+def pretrained_pair(
+    config: ModelConfig, tokenizer: Tokenizer, folders: tuple[Path, Path | None], load: bool = True
+) -> tuple[ElectraGenerator, ElectraDiscriminator]:
     """The generator and discriminator the folders describe, their weights loaded when `load`."""
     disc_folder, gen_folder = folders
     disc_config = checked_config(disc_folder, tokenizer)
@@ -52,8 +59,9 @@ def pretrained_pair(config: ModelConfig, tokenizer: Tokenizer, folders: tuple[Pa
     if gen_folder is not None:
         generator = ElectraGenerator(checked_config(gen_folder, tokenizer), config.attn_implementation)
     else:
-        generator = ElectraGenerator(generator_config(disc_config, config.generator_hidden_fraction),
-                                     config.attn_implementation)
+        generator = ElectraGenerator(
+            generator_config(disc_config, config.generator_hidden_fraction), config.attn_implementation
+        )
     if not load:
         return generator, discriminator
     disc_weights = read_weights(disc_folder)
@@ -61,23 +69,36 @@ def pretrained_pair(config: ModelConfig, tokenizer: Tokenizer, folders: tuple[Pa
     if gen_folder is not None:
         gen_weights = read_weights(gen_folder)
         if config.embedding_sharing == "tied":
-            differing = [k for k in SHARED_TABLES if k in gen_weights and not torch.equal(gen_weights[k],
-                                                                                           disc_weights[k])]
+            differing = [
+                k for k in SHARED_TABLES if k in gen_weights and not torch.equal(gen_weights[k], disc_weights[k])
+            ]
             if differing:
-                log.warning("the two folders' copies of the shared embeddings differ (%s); using the "
-                            "discriminator's", ", ".join(differing))
+                log.warning(
+                    "the two folders' copies of the shared embeddings differ (%s); using the discriminator's",
+                    ", ".join(differing),
+                )
             gen_weights = {**gen_weights, **{k: disc_weights[k] for k in SHARED_TABLES}}
             gen_weights.pop("generator_lm_head.weight", None)  # tied to the (now shared) word table
         generator.load_weights(gen_weights, str(gen_folder))
     elif config.embedding_sharing == "tied":
-        generator.load_weights({**{k: v for k, v in generator.state_dict().items() if k not in SHARED_TABLES},
-                                **{k: disc_weights[k] for k in SHARED_TABLES}}, str(disc_folder))
+        generator.load_weights(
+            {
+                **{k: v for k, v in generator.state_dict().items() if k not in SHARED_TABLES},
+                **{k: disc_weights[k] for k in SHARED_TABLES},
+            },
+            str(disc_folder),
+        )
     return generator, discriminator
 
 
 def describe(config: ModelConfig, folders: tuple[Path, Path | None]) -> str:
     disc_folder, gen_folder = folders
-    generator = (f"generator from {gen_folder}" if gen_folder else
-                 f"a fresh generator ({config.generator_hidden_fraction:g} of the width) sharing its embeddings")
-    return (f"model:         discriminator from {disc_folder}, {generator}; sizes from their config.json (the "
-            f"preset {config.preset!r} is not used)")
+    generator = (
+        f"generator from {gen_folder}"
+        if gen_folder
+        else f"a fresh generator ({config.generator_hidden_fraction:g} of the width) sharing its embeddings"
+    )
+    return (
+        f"model:         discriminator from {disc_folder}, {generator}; sizes from their config.json (the "
+        f"preset {config.preset!r} is not used)"
+    )

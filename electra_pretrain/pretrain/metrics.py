@@ -46,11 +46,12 @@ class IntervalMetrics:
         return record, tokens
 
 
-def electra_train_flops_per_token(generator: ElectraConfig, discriminator: ElectraConfig, seq_len: int,
-                                  predictions_per_seq: int) -> float:
+def electra_train_flops_per_token(
+    generator: ElectraConfig, discriminator: ElectraConfig, seq_len: int, predictions_per_seq: int
+) -> float:
     """Training FLOPs per token (3 x forward): both encoders, the RTD head on every token, the MLM head only at
     the masked positions (predictions_per_seq of seq_len). ELECTRA-Small at 128: about 70 MFLOP."""
-    disc = encoder_forward_flops(discriminator, seq_len) + 2 * discriminator.hidden_size ** 2
+    disc = encoder_forward_flops(discriminator, seq_len) + 2 * discriminator.hidden_size**2
     mlm_head = 2 * (generator.hidden_size * generator.embedding_size + generator.embedding_size * generator.vocab_size)
     gen = encoder_forward_flops(generator, seq_len) + mlm_head * predictions_per_seq / seq_len
     return 3 * (disc + gen)

@@ -32,10 +32,19 @@ class MaskedBatch:
     weights: torch.Tensor  # (B, P) bool, True for real predictions, False for padding slots
 
 
-def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, special_token_ids: torch.Tensor, *,
-                mask_token_id: int, vocab_size: int, mask_prob: float, max_predictions: int,
-                mask_token_share: float = 0.85, random_token_share: float = 0.0,
-                masked_count: str = "distinct") -> MaskedBatch:
+def mask_tokens(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    special_token_ids: torch.Tensor,
+    *,
+    mask_token_id: int,
+    vocab_size: int,
+    mask_prob: float,
+    max_predictions: int,
+    mask_token_share: float = 0.85,
+    random_token_share: float = 0.0,
+    masked_count: str = "distinct",
+) -> MaskedBatch:
     """Choose round(mask_prob x maskable) positions per row (at least 1, at most max_predictions); with
     `masked_count="original"`, the original's expected number of distinct positions (config.MASKED_COUNTS).
 
@@ -44,8 +53,9 @@ def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, special_t
     Positions come from a top-k over random scores, so the output has a fixed width P and needs no host sync.
     """
     if not 0.0 <= mask_token_share + random_token_share <= 1.0:
-        raise ValueError(f"mask_token_share + random_token_share must be in [0, 1], got "
-                         f"{mask_token_share} + {random_token_share}")
+        raise ValueError(
+            f"mask_token_share + random_token_share must be in [0, 1], got {mask_token_share} + {random_token_share}"
+        )
     batch, seq_len = input_ids.shape
     num_slots = min(max_predictions, seq_len)
     maskable = attention_mask.bool() & ~torch.isin(input_ids, special_token_ids)  # (B, L)
@@ -55,8 +65,9 @@ def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, special_t
         m = num_maskable.clamp(min=1).double()
         expected = m * (1 - (1 - 1 / m) ** draws.double())
         # Rounded up with probability equal to the fraction, so the mean count is the original's exactly.
-        rounded = expected.floor() + (torch.rand(batch, device=input_ids.device, dtype=torch.float64)
-                                      < expected - expected.floor())
+        rounded = expected.floor() + (
+            torch.rand(batch, device=input_ids.device, dtype=torch.float64) < expected - expected.floor()
+        )
         num_to_mask = rounded.long().clamp(min=1, max=num_slots).minimum(num_maskable)
     else:
         num_to_mask = (num_maskable * mask_prob).round().long().clamp(min=1, max=num_slots).minimum(num_maskable)
@@ -67,8 +78,11 @@ def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, special_t
 
     action = torch.rand(batch, num_slots, device=input_ids.device)
     random_tokens = torch.randint_like(labels, vocab_size)
-    replacement = torch.where(action < mask_token_share, torch.full_like(labels, mask_token_id),
-                              torch.where(action < mask_token_share + random_token_share, random_tokens, labels))
+    replacement = torch.where(
+        action < mask_token_share,
+        torch.full_like(labels, mask_token_id),
+        torch.where(action < mask_token_share + random_token_share, random_tokens, labels),
+    )
     masked_ids = input_ids.scatter(1, positions, torch.where(weights, replacement, labels))
     return MaskedBatch(masked_ids, positions, labels, weights)
 
@@ -104,26 +118,31 @@ class DisentangledEmbeddings(ElectraEmbeddings):
 
     def tables(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         word, position, token_type = self.shared.tables()
-        return (word.detach() + self.word_delta, position.detach() + self.position_delta,
-                token_type.detach() + self.token_type_delta)
+        return (
+            word.detach() + self.word_delta,
+            position.detach() + self.position_delta,
+            token_type.detach() + self.token_type_delta,
+        )
 
 
-def share_embeddings(generator: ElectraGenerator, discriminator: ElectraDiscriminator,
-                     sharing: str) -> None:
+def share_embeddings(generator: ElectraGenerator, discriminator: ElectraDiscriminator, sharing: str) -> None:
     """Share the embedding tables and their LayerNorm; each model keeps its own `embeddings_project`."""
     if sharing == "none":
         return
     gen, disc = generator.config, discriminator.config
     for name in ("vocab_size", "embedding_size", "max_position_embeddings", "type_vocab_size"):
         if getattr(gen, name) != getattr(disc, name):
-            raise ValueError(f"embedding sharing {sharing!r} needs equal {name}: generator {getattr(gen, name)} "
-                             f"vs discriminator {getattr(disc, name)}")
+            raise ValueError(
+                f"embedding sharing {sharing!r} needs equal {name}: generator {getattr(gen, name)} "
+                f"vs discriminator {getattr(disc, name)}"
+            )
     if sharing == "tied":
         # One module, so one set of Parameters; the generator's output layer reads the table at call time.
         discriminator.electra.embeddings = generator.electra.embeddings
     elif sharing == "gdes":
-        discriminator.electra.embeddings = DisentangledEmbeddings(discriminator.electra.embeddings,
-                                                                  generator.electra.embeddings)
+        discriminator.electra.embeddings = DisentangledEmbeddings(
+            discriminator.electra.embeddings, generator.electra.embeddings
+        )
     else:
         raise ValueError(f"embedding sharing={sharing!r}; choose one of {EMBEDDING_SHARING}")
 
@@ -147,11 +166,23 @@ class Electra(nn.Module):
 
     special_token_ids: torch.Tensor  # a buffer: the ids never masked
 
-    def __init__(self, generator: ElectraGenerator, discriminator: ElectraDiscriminator, *, mask_token_id: int,
-                 special_token_ids: list[int], embedding_sharing: str = "tied",
-                 mask_prob: float = 0.15, max_predictions: int | None = None, mask_token_share: float = 0.85,
-                 random_token_share: float = 0.0, temperature: float = 1.0, gen_weight: float = 1.0,
-                 disc_weight: float = 50.0, masked_count: str = "distinct"):
+    def __init__(
+        self,
+        generator: ElectraGenerator,
+        discriminator: ElectraDiscriminator,
+        *,
+        mask_token_id: int,
+        special_token_ids: list[int],
+        embedding_sharing: str = "tied",
+        mask_prob: float = 0.15,
+        max_predictions: int | None = None,
+        mask_token_share: float = 0.85,
+        random_token_share: float = 0.0,
+        temperature: float = 1.0,
+        gen_weight: float = 1.0,
+        disc_weight: float = 50.0,
+        masked_count: str = "distinct",
+    ):
         super().__init__()
         if not 0.0 < mask_prob < 1.0:
             raise ValueError(f"mask_prob must be in (0, 1), got {mask_prob}")
@@ -172,15 +203,27 @@ class Electra(nn.Module):
         self.disc_weight = disc_weight
         self.masked_count = masked_count
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None) -> ElectraOutput:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> ElectraOutput:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         max_predictions = self.max_predictions or max_predictions_for(input_ids.shape[1], self.mask_prob)
-        masked = mask_tokens(input_ids, attention_mask, self.special_token_ids, mask_token_id=self.mask_token_id,
-                             vocab_size=self.generator.config.vocab_size, mask_prob=self.mask_prob,
-                             max_predictions=max_predictions, mask_token_share=self.mask_token_share,
-                             random_token_share=self.random_token_share, masked_count=self.masked_count)
+        masked = mask_tokens(
+            input_ids,
+            attention_mask,
+            self.special_token_ids,
+            mask_token_id=self.mask_token_id,
+            vocab_size=self.generator.config.vocab_size,
+            mask_prob=self.mask_prob,
+            max_predictions=max_predictions,
+            mask_token_share=self.mask_token_share,
+            random_token_share=self.random_token_share,
+            masked_count=self.masked_count,
+        )
 
         gen_logits = self.generator_logits(masked, attention_mask, token_type_ids)  # (B, P, V)
         weights = masked.weights.float()  # (B, P)
@@ -199,11 +242,21 @@ class Electra(nn.Module):
 
         loss = self.gen_weight * mlm_loss + self.disc_weight * rtd_loss
         metrics = self._metrics(gen_logits, masked, disc_logits, is_replaced, attention_mask.bool())
-        return ElectraOutput(loss=loss, mlm_loss=mlm_loss, rtd_loss=rtd_loss, metrics=metrics, masked=masked,
-                             gen_logits=gen_logits, sampled=sampled, disc_logits=disc_logits, is_replaced=is_replaced)
+        return ElectraOutput(
+            loss=loss,
+            mlm_loss=mlm_loss,
+            rtd_loss=rtd_loss,
+            metrics=metrics,
+            masked=masked,
+            gen_logits=gen_logits,
+            sampled=sampled,
+            disc_logits=disc_logits,
+            is_replaced=is_replaced,
+        )
 
-    def generator_logits(self, masked: MaskedBatch, attention_mask: torch.Tensor,
-                         token_type_ids: torch.Tensor | None) -> torch.Tensor:
+    def generator_logits(
+        self, masked: MaskedBatch, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None
+    ) -> torch.Tensor:
         """Vocabulary logits at the prediction slots only (B, P, V): no (B, L, V) tensor is built."""
         return self.generator(masked.input_ids, attention_mask, token_type_ids, positions=masked.positions)
 
@@ -212,8 +265,14 @@ class Electra(nn.Module):
         return gumbel_sample(gen_logits, self.temperature)
 
     @torch.no_grad()
-    def _metrics(self, gen_logits: torch.Tensor, masked: MaskedBatch, disc_logits: torch.Tensor,
-                 is_replaced: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _metrics(
+        self,
+        gen_logits: torch.Tensor,
+        masked: MaskedBatch,
+        disc_logits: torch.Tensor,
+        is_replaced: torch.Tensor,
+        tokens: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
         predicted = (disc_logits > 0) & tokens
         replaced = is_replaced & tokens
         true_positives = (predicted & replaced).sum().float()

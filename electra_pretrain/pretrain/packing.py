@@ -59,7 +59,7 @@ class ExampleBuilder:
         pieces: list[list[int]] = []
         for encoding in self.tokenizer.encode_batch(sentence_units(text), add_special_tokens=False):
             ids = encoding.ids  # may be empty: a unit of control characters only
-            pieces.extend(ids[i:i + limit] for i in range(0, len(ids), limit))
+            pieces.extend(ids[i : i + limit] for i in range(0, len(ids), limit))
         return pieces
 
     def document_examples(self, text: str) -> Iterator[Example]:
@@ -86,14 +86,17 @@ class ExampleBuilder:
         first: list[int] = []
         second: list[int] = []
         for sentence in sentences:
-            if (not first or len(first) + len(sentence) < first_target
-                    or (not second and len(first) < first_target and self.rng.random() < 0.5)):
+            if (
+                not first
+                or len(first) + len(sentence) < first_target
+                or (not second and len(first) < first_target and self.rng.random() < 0.5)
+            ):
                 first += sentence
             else:
                 second += sentence
         # Trim to max_seq_length counting [CLS]/[SEP] (GR trims to the maximum, not the target); what is cut off
         # starts the next example.
-        first, first_rest = first[:max_length - 2], first[max_length - 2:]
+        first, first_rest = first[: max_length - 2], first[max_length - 2 :]
         keep_second = max(0, max_length - len(first) - 3)
         second, second_rest = second[:keep_second], second[keep_second:]
         leftover = first_rest + second_rest

@@ -20,10 +20,19 @@ PANELS = (
     ("loss (1 x MLM + 50 x RTD)", [("loss", "train")]),
     ("MLM loss", [("mlm_loss", "train"), ("eval/mlm_loss", "held-out")]),
     ("RTD loss", [("rtd_loss", "train"), ("eval/rtd_loss", "held-out")]),
-    ("accuracy", [("gen_accuracy", "MLM train"), ("eval/mlm_accuracy", "MLM held-out"),
-                  ("disc_accuracy", "RTD train"), ("eval/disc_accuracy", "RTD held-out")]),
-    ("held-out discriminator AUC", [("eval/disc_auc", "generator's replacements"),
-                                    ("eval/random_replacement_auc", "random replacements")]),
+    (
+        "accuracy",
+        [
+            ("gen_accuracy", "MLM train"),
+            ("eval/mlm_accuracy", "MLM held-out"),
+            ("disc_accuracy", "RTD train"),
+            ("eval/disc_accuracy", "RTD held-out"),
+        ],
+    ),
+    (
+        "held-out discriminator AUC",
+        [("eval/disc_auc", "generator's replacements"), ("eval/random_replacement_auc", "random replacements")],
+    ),
     ("learning rate", [("lr", "lr")]),
     ("throughput (non-pad tokens/s)", [("tokens_per_s", "tokens/s")]),
 )
@@ -87,7 +96,7 @@ def plot_runs(run_dirs: list[Path], out: Path, x_axis: str = "step") -> Path:
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=7)
-    for ax in axes.flat[len(PANELS):]:
+    for ax in axes.flat[len(PANELS) :]:
         ax.axis("off")
     fig.tight_layout()
     out = Path(out)

@@ -99,8 +99,10 @@ def text_files(files: list[str], pattern: Sequence[str]) -> list[str]:
     kept = []
     for path in files:
         if _suffix(path) in BUILDERS:
-            raise ValueError(f"data: {path} is a {BUILDERS[_suffix(path)]} file, but the source's format=text "
-                             "would read it as plain text; set data.format=auto (or its own format)")
+            raise ValueError(
+                f"data: {path} is a {BUILDERS[_suffix(path)]} file, but the source's format=text "
+                "would read it as plain text; set data.format=auto (or its own format)"
+            )
         if looks_binary(path):
             if path not in _BINARY_FILES:  # every epoch sniffs again; count and warn once
                 _BINARY_FILES.add(path)
@@ -127,12 +129,14 @@ def _jsonl_documents(files: list[str], text_field: str) -> Iterator[dict]:
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as error:
-                    raise ValueError(f"{path}:{number}: not a JSON record ({error.msg} at column {error.colno})") \
-                        from None
+                    raise ValueError(
+                        f"{path}:{number}: not a JSON record ({error.msg} at column {error.colno})"
+                    ) from None
                 if not isinstance(record, dict) or text_field not in record:
                     fields = sorted(record) if isinstance(record, dict) else type(record).__name__
-                    raise ValueError(f"{path}:{number}: no field {text_field!r} (found: {fields}); set the source's "
-                                     "text_field")
+                    raise ValueError(
+                        f"{path}:{number}: no field {text_field!r} (found: {fields}); set the source's text_field"
+                    )
                 text = record[text_field]
                 if isinstance(text, str) and text.strip():
                     yield {"text": text}
@@ -218,11 +222,14 @@ def source_documents(spec: SourceSpec, shuffle_seed: int | None = None) -> datas
     features = datasets.Features({"text": datasets.Value("string")})
     if fmt == "text":
         return datasets.IterableDataset.from_generator(
-            _text_documents, gen_kwargs={"files": text_files(files, spec.files), "boundary": spec.document_boundary},
-            features=features)
+            _text_documents,
+            gen_kwargs={"files": text_files(files, spec.files), "boundary": spec.document_boundary},
+            features=features,
+        )
     if fmt == "json" and all(_suffix(f) in JSONL_SUFFIXES for f in files):
         return datasets.IterableDataset.from_generator(
-            _jsonl_documents, gen_kwargs={"files": files, "text_field": spec.text_field}, features=features)
+            _jsonl_documents, gen_kwargs={"files": files, "text_field": spec.text_field}, features=features
+        )
     ds = datasets.load_dataset(fmt, data_files=files, split="train", streaming=True)
     return _select_text(ds, spec.text_field, f"{fmt} files {spec.files}")
 
@@ -231,22 +238,31 @@ def _select_text(ds: datasets.IterableDataset, text_field: str, source: str) -> 
     columns = list(ds.column_names or [])
     if columns and text_field not in columns:
         raise ValueError(f"{source}: no field {text_field!r} (fields: {columns}); set the source's text_field")
-    return ds.map(_documents_of_field, batched=True, fn_kwargs={"text_field": text_field, "source": source},
-                  remove_columns=columns or None)
+    return ds.map(
+        _documents_of_field,
+        batched=True,
+        fn_kwargs={"text_field": text_field, "source": source},
+        remove_columns=columns or None,
+    )
 
 
 def is_held_out(text: str, share: float) -> bool:
     """Whether a document belongs to the held-out share: decided by its text alone (md5), so every process, every
     epoch and every rerun agree, and a held-out document is never trained on."""
-    return int.from_bytes(hashlib.md5(text.encode("utf-8", "replace")).digest()[:8], "big") < share * 2 ** 64
+    return int.from_bytes(hashlib.md5(text.encode("utf-8", "replace")).digest()[:8], "big") < share * 2**64
 
 
 def _in_part(row: dict, share: float, held_out: bool) -> bool:
     return is_held_out(row["text"], share) == held_out
 
 
-def documents(specs: Sequence[SourceSpec], seed: int, shuffle_files: bool = True, held_out_share: float = 0.0,
-              held_out: bool = False) -> datasets.IterableDataset:
+def documents(
+    specs: Sequence[SourceSpec],
+    seed: int,
+    shuffle_files: bool = True,
+    held_out_share: float = 0.0,
+    held_out: bool = False,
+) -> datasets.IterableDataset:
     """All sources as one stream; several are interleaved by weight until every one is exhausted.
 
     With `held_out_share` > 0 the stream holds only the documents outside that share (or, with `held_out=True`,
@@ -259,8 +275,9 @@ def documents(specs: Sequence[SourceSpec], seed: int, shuffle_files: bool = True
         stream = streams[0]
     else:
         total = sum(spec.weight for spec in specs)
-        stream = datasets.interleave_datasets(streams, probabilities=[spec.weight / total for spec in specs],
-                                              seed=seed, stopping_strategy="all_exhausted")
+        stream = datasets.interleave_datasets(
+            streams, probabilities=[spec.weight / total for spec in specs], seed=seed, stopping_strategy="all_exhausted"
+        )
     if held_out_share > 0:
         stream = stream.filter(_in_part, fn_kwargs={"share": held_out_share, "held_out": held_out})
     return stream

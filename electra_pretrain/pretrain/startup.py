@@ -18,9 +18,18 @@ from electra_pretrain.tokenizer import MIN_VOCAB_SIZE, load_tokenizer, save_toke
 
 # Keys that may change between a run and its resumption without changing what is being trained; output_dir is
 # where the run is, not what it trains, so a moved or relatively named run folder resumes.
-ALWAYS_ALLOWED = ("output_dir", "trainer.save_every", "trainer.keep_last", "trainer.log_every", "trainer.export",
-                  "trainer.allow_config_change", "trainer.resume_from", "trainer.max_skips_in_a_row",
-                  "trainer.keep_freed_memory", "logging.")
+ALWAYS_ALLOWED = (
+    "output_dir",
+    "trainer.save_every",
+    "trainer.keep_last",
+    "trainer.log_every",
+    "trainer.export",
+    "trainer.allow_config_change",
+    "trainer.resume_from",
+    "trainer.max_skips_in_a_row",
+    "trainer.keep_freed_memory",
+    "logging.",
+)
 UNKNOWN_SAMPLE_DOCUMENTS = 200  # documents read to measure the [UNK] share
 UNKNOWN_SAMPLE_CHARS = 2_000_000
 
@@ -43,20 +52,32 @@ def config_changes(output_dir: Path, config_yaml: str, allowed: list[str]) -> li
         return []
     saved = _flatten(yaml_mapping(saved_file.read_text()))
     current = _flatten(yaml_mapping(config_yaml))
-    differing = sorted(key for key in saved.keys() | current.keys()
-                       if saved.get(key) != current.get(key) and not _matches(key, ALWAYS_ALLOWED))
+    differing = sorted(
+        key
+        for key in saved.keys() | current.keys()
+        if saved.get(key) != current.get(key) and not _matches(key, ALWAYS_ALLOWED)
+    )
     describe = [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in differing]
     refused = [d for k, d in zip(differing, describe) if not _matches(k, allowed)]
     if refused:
-        raise ValueError(f"{output_dir} holds a run with a different config ({', '.join(refused)}); use another "
-                         "output_dir, or list the keys that may change, e.g. "
-                         f"trainer.allow_config_change=[{','.join(k for k in differing if not _matches(k, allowed))}]")
+        raise ValueError(
+            f"{output_dir} holds a run with a different config ({', '.join(refused)}); use another "
+            "output_dir, or list the keys that may change, e.g. "
+            f"trainer.allow_config_change=[{','.join(k for k in differing if not _matches(k, allowed))}]"
+        )
     return describe
 
 
-def prepare_tokenizer(config: TokenizerConfig, specs: list[SourceSpec], output_dir: Path,
-                      accelerator: Accelerator, seed: int, checkpoint_copy: Path | None,
-                      held_out_share: float = 0.0, pretrained: Path | None = None) -> Tokenizer:
+def prepare_tokenizer(
+    config: TokenizerConfig,
+    specs: list[SourceSpec],
+    output_dir: Path,
+    accelerator: Accelerator,
+    seed: int,
+    checkpoint_copy: Path | None,
+    held_out_share: float = 0.0,
+    pretrained: Path | None = None,
+) -> Tokenizer:
     """tokenizer.path if given; else the pretrained discriminator folder's; else the run's own
     (output_dir/tokenizer), trained on the data the first time.
 
@@ -79,8 +100,12 @@ def prepare_tokenizer(config: TokenizerConfig, specs: list[SourceSpec], output_d
                 if config.train_documents:
                     texts = itertools.islice(texts, config.train_documents)
                 accelerator.print(f"training a {config.vocab_size}-token WordPiece tokenizer on the data -> {own}")
-                tokenizer = train_tokenizer(texts, vocab_size=config.vocab_size, lowercase=config.lowercase,
-                                            show_progress=accelerator.is_main_process)
+                tokenizer = train_tokenizer(
+                    texts,
+                    vocab_size=config.vocab_size,
+                    lowercase=config.lowercase,
+                    show_progress=accelerator.is_main_process,
+                )
                 check_tokenizer_fits(tokenizer, specs, seed, config.max_unknown_share, "the tokenizer trained")
                 save_tokenizer(tokenizer, own)
     return load_tokenizer(own)
@@ -94,19 +119,24 @@ def _restore_if_damaged(own: Path, checkpoint_copy: Path | None, accelerator: Ac
     except (ValueError, FileNotFoundError):
         damaged = True
     if damaged:
-        accelerator.print(f"WARNING: {own} is missing, damaged or differs from the copy in {checkpoint_copy.parent}; "
-                          "restored it from that copy")
+        accelerator.print(
+            f"WARNING: {own} is missing, damaged or differs from the copy in {checkpoint_copy.parent}; "
+            "restored it from that copy"
+        )
         shutil.rmtree(own, ignore_errors=True)
         shutil.copytree(checkpoint_copy, own)
 
 
-def check_tokenizer_fits(tokenizer: Tokenizer, specs: list[SourceSpec], seed: int, max_unknown_share: float,
-                         name: str) -> None:
+def check_tokenizer_fits(
+    tokenizer: Tokenizer, specs: list[SourceSpec], seed: int, max_unknown_share: float, name: str
+) -> None:
     """Refuse a degenerate tokenizer: too few tokens, or [UNK] for more than `max_unknown_share` of the data."""
     size = tokenizer.get_vocab_size()
     if size < MIN_VOCAB_SIZE:
-        raise ValueError(f"tokenizer: {name} has only {size} tokens (at least {MIN_VOCAB_SIZE} needed); the data "
-                         "is empty or too small to learn a vocabulary from: give more text, or tokenizer.path")
+        raise ValueError(
+            f"tokenizer: {name} has only {size} tokens (at least {MIN_VOCAB_SIZE} needed); the data "
+            "is empty or too small to learn a vocabulary from: give more text, or tokenizer.path"
+        )
     unk = token_id(tokenizer, "[UNK]")
     total = unknown = chars = 0
     for row in itertools.islice(documents(specs, seed=seed, shuffle_files=False), UNKNOWN_SAMPLE_DOCUMENTS):
@@ -117,13 +147,22 @@ def check_tokenizer_fits(tokenizer: Tokenizer, specs: list[SourceSpec], seed: in
         if chars >= UNKNOWN_SAMPLE_CHARS:
             break
     if total and unknown / total > max_unknown_share:
-        raise ValueError(f"tokenizer: {name} turns {unknown / total:.0%} of the data's tokens into [UNK] (limit "
-                         f"tokenizer.max_unknown_share={max_unknown_share}); it does not fit this text (another "
-                         "language or script, or binary files?)")
+        raise ValueError(
+            f"tokenizer: {name} turns {unknown / total:.0%} of the data's tokens into [UNK] (limit "
+            f"tokenizer.max_unknown_share={max_unknown_share}); it does not fit this text (another "
+            "language or script, or binary files?)"
+        )
 
 
-def startup_summary(config: TrainConfig, model: Electra, num_processes: int, micro_batch: int, accumulation: int,
-                    flops_per_token: float, warmup_steps: int) -> str:
+def startup_summary(
+    config: TrainConfig,
+    model: Electra,
+    num_processes: int,
+    micro_batch: int,
+    accumulation: int,
+    flops_per_token: float,
+    warmup_steps: int,
+) -> str:
     def count(module) -> int:
         return sum(p.numel() for p in module.parameters())
 

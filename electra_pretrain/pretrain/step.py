@@ -17,8 +17,16 @@ from accelerate import Accelerator
 
 from electra_pretrain.pretrain.objective import Electra
 
-STEP_METRICS = ("loss", "mlm_loss", "rtd_loss", "gen_accuracy", "disc_accuracy", "replaced_fraction",
-                "disc_precision", "disc_recall")
+STEP_METRICS = (
+    "loss",
+    "mlm_loss",
+    "rtd_loss",
+    "gen_accuracy",
+    "disc_accuracy",
+    "replaced_fraction",
+    "disc_precision",
+    "disc_recall",
+)
 
 
 @dataclass
@@ -92,8 +100,16 @@ def skips_on_device(optimizer) -> bool:
     return bool(inner.defaults.get("fused"))
 
 
-def train_step(model: Electra, batches: list[dict[str, torch.Tensor]], optimizer, scheduler,
-               accelerator: Accelerator, max_grad_norm: float, guard: LossSpikeGuard, skips: SkipCounts) -> StepResult:
+def train_step(
+    model: Electra,
+    batches: list[dict[str, torch.Tensor]],
+    optimizer,
+    scheduler,
+    accelerator: Accelerator,
+    max_grad_norm: float,
+    guard: LossSpikeGuard,
+    skips: SkipCounts,
+) -> StepResult:
     """One optimizer step over `batches` (the gradient-accumulation micro-batches of this process)."""
     sums = {name: torch.zeros((), device=accelerator.device) for name in STEP_METRICS}
     tokens = torch.zeros((), device=accelerator.device)
@@ -103,8 +119,12 @@ def train_step(model: Electra, batches: list[dict[str, torch.Tensor]], optimizer
         with sync:
             out = model(**batch)
             accelerator.backward(out.loss / len(batches))
-        for name, value in (("loss", out.loss), ("mlm_loss", out.mlm_loss), ("rtd_loss", out.rtd_loss),
-                            *out.metrics.items()):
+        for name, value in (
+            ("loss", out.loss),
+            ("mlm_loss", out.mlm_loss),
+            ("rtd_loss", out.rtd_loss),
+            *out.metrics.items(),
+        ):
             if name in sums:
                 sums[name] += value.detach()
         tokens += out.metrics["tokens"]

@@ -64,9 +64,11 @@ def _slot(rank: int, world_size: int) -> tuple[int, int]:
 def _pack(examples) -> dict[str, torch.Tensor]:
     """Examples as three tensors: cheap to pickle with every batch, and loadable with weights_only=True."""
     examples = list(examples)
-    return {"ids": torch.tensor([i for e in examples for i in e.input_ids], dtype=torch.int32),
-            "lengths": torch.tensor([len(e.input_ids) for e in examples], dtype=torch.int32),
-            "num_first": torch.tensor([e.num_first for e in examples], dtype=torch.int32)}
+    return {
+        "ids": torch.tensor([i for e in examples for i in e.input_ids], dtype=torch.int32),
+        "lengths": torch.tensor([len(e.input_ids) for e in examples], dtype=torch.int32),
+        "num_first": torch.tensor([e.num_first for e in examples], dtype=torch.int32),
+    }
 
 
 def _unpack(packed: dict[str, torch.Tensor]) -> list[Example]:
@@ -77,8 +79,14 @@ def _unpack(packed: dict[str, torch.Tensor]) -> list[Example]:
 class ExampleStream(torch.utils.data.IterableDataset):
     """Infinite, deterministic, resumable stream of `Example`s for one slot (see the module docstring)."""
 
-    def __init__(self, documents: Callable[[int], datasets.IterableDataset], tokenizer: Tokenizer,
-                 config: StreamConfig, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        documents: Callable[[int], datasets.IterableDataset],
+        tokenizer: Tokenizer,
+        config: StreamConfig,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         """`documents(epoch)` builds the document stream of an epoch (all processes, before sharding)."""
         super().__init__()
         self.documents = documents
@@ -132,8 +140,10 @@ class ExampleStream(torch.utils.data.IterableDataset):
 
     def _restore(self, state: dict) -> None:
         if (state["slot"], state["slots"]) != (self.slot, self.slots):
-            raise ValueError(f"data state of slot {state['slot']} of {state['slots']} cannot resume slot "
-                             f"{self.slot} of {self.slots}; use resume_elsewhere for another layout")
+            raise ValueError(
+                f"data state of slot {state['slot']} of {state['slots']} cannot resume slot "
+                f"{self.slot} of {self.slots}; use resume_elsewhere for another layout"
+            )
         self._epoch = state["epoch"]
         self._documents_state = state["documents"]
         self._next_index = state["next_index"]
@@ -156,7 +166,7 @@ class ExampleStream(torch.utils.data.IterableDataset):
         self._epoch, self._documents_state, self._next_index = first_epoch, start["documents"], start["next_index"]
         self._read_before = {"slots": len(old), "positions": [(s["epoch"], s["next_index"]) for s in old]}
         built = [e for s in old for e in [*_unpack(s["pending"]), *_unpack(s["buffer"])]]
-        self._pending = deque(built[self.slot::self.slots])
+        self._pending = deque(built[self.slot :: self.slots])
 
     def _already_read(self, index: int) -> bool:
         if self._read_before is None:
@@ -188,8 +198,10 @@ class ExampleStream(torch.utils.data.IterableDataset):
                 produced = produced or bool(self._pending)
                 yield from self._drain(self.config.shuffle_buffer)
             if fresh and not produced:
-                raise ValueError(f"data: the sources yielded no examples for slot {self.slot} of {self.slots} "
-                                   "(every file empty or skipped, or fewer documents than processes x workers)")
+                raise ValueError(
+                    f"data: the sources yielded no examples for slot {self.slot} of {self.slots} "
+                    "(every file empty or skipped, or fewer documents than processes x workers)"
+                )
             yield from self._drain(0)  # end of epoch: empty the buffer before the next pass
             self._epoch += 1
             self._documents_state, self._next_index = None, 0
@@ -248,7 +260,7 @@ class Collator:
             assert 0 < n <= self.max_seq_length, n
             input_ids[row, :n] = torch.tensor(example.input_ids)
             attention_mask[row, :n] = 1
-            token_type_ids[row, example.num_first:n] = 1
+            token_type_ids[row, example.num_first : n] = 1
         return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
 
 
@@ -288,16 +300,28 @@ def default_num_workers(device: torch.device) -> int:
     return max(1, per_process - 1)
 
 
-def make_dataloader(stream: ExampleStream, batch_size: int, pad_token_id: int, num_workers: int = 0,
-                    pin_memory: bool = False, prefetch_factor: int = 2) -> StatefulDataLoader:
+def make_dataloader(
+    stream: ExampleStream,
+    batch_size: int,
+    pad_token_id: int,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+    prefetch_factor: int = 2,
+) -> StatefulDataLoader:
     """A `StatefulDataLoader`: its `state_dict()` holds every worker's stream state as of the last batch handed out
     (each worker sends its state with every batch), so a resumed run gets exactly the next batch."""
     # A private generator: starting an iterator draws a seed from it, which must not advance the global RNG that a
     # resumed run restores (dropout and masking would then differ from an uninterrupted run).
-    loader = StatefulDataLoader(stream, batch_size=batch_size, num_workers=num_workers,
-                                collate_fn=Collator(stream.config.max_seq_length, pad_token_id),
-                                worker_init_fn=ignore_stop_signals,
-                                generator=torch.Generator().manual_seed(stream.config.seed), pin_memory=pin_memory,
-                                prefetch_factor=prefetch_factor if num_workers else None, snapshot_every_n_steps=SNAPSHOT_EVERY)
+    loader = StatefulDataLoader(
+        stream,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=Collator(stream.config.max_seq_length, pad_token_id),
+        worker_init_fn=ignore_stop_signals,
+        generator=torch.Generator().manual_seed(stream.config.seed),
+        pin_memory=pin_memory,
+        prefetch_factor=prefetch_factor if num_workers else None,
+        snapshot_every_n_steps=SNAPSHOT_EVERY,
+    )
     _LOADERS.add(loader)
     return loader

@@ -108,8 +108,9 @@ class Trainer:
         trainer = config.trainer
         # Accelerator reads the launcher's environment (ACCELERATE_USE_CPU, torchrun's ranks, the accelerate config).
         # Static shapes: every batch is padded to max_seq_length, so one graph serves the whole run.
-        dynamo = TorchDynamoPlugin(backend="inductor", mode=trainer.compile_mode, dynamic=False) \
-            if trainer.compile else None
+        dynamo = (
+            TorchDynamoPlugin(backend="inductor", mode=trainer.compile_mode, dynamic=False) if trainer.compile else None
+        )
         self.accelerator = accelerator = Accelerator(mixed_precision=trainer.mixed_precision, dynamo_plugin=dynamo)
         if accelerator.device.type == "cpu" and trainer.mixed_precision == "fp16":
             raise ValueError("trainer.mixed_precision=fp16 needs a GPU; on CPU use bf16 or no")
@@ -134,42 +135,63 @@ class Trainer:
 
         specs, share = config.data.source_specs(), config.data.eval_share
         folders = init_folders(config.model)
-        self.tokenizer = prepare_tokenizer(config.tokenizer, specs, self.output_dir, accelerator, config.seed,
-                                           self.checkpointer.newest_tokenizer(), held_out_share=share,
-                                           pretrained=folders[0] if folders else None)
+        self.tokenizer = prepare_tokenizer(
+            config.tokenizer,
+            specs,
+            self.output_dir,
+            accelerator,
+            config.seed,
+            self.checkpointer.newest_tokenizer(),
+            held_out_share=share,
+            pretrained=folders[0] if folders else None,
+        )
         if folders:
             accelerator.print(describe(config.model, folders))
         set_seed(config.seed)  # identical initial weights on every process
         model = build_electra(config.model, self.tokenizer)
         if config.data.max_seq_length > model.discriminator.config.max_position_embeddings:
-            raise ValueError(f"data.max_seq_length={config.data.max_seq_length} exceeds "
-                             f"model.max_position_embeddings={model.discriminator.config.max_position_embeddings}")
+            raise ValueError(
+                f"data.max_seq_length={config.data.max_seq_length} exceeds "
+                f"model.max_position_embeddings={model.discriminator.config.max_position_embeddings}"
+            )
         optimizer = build_optimizer(model, config.optim, config.optim.lr)
         warmup, notice = config.optim.warmup_for(trainer.max_steps)
         if notice:
             accelerator.print(f"notice: {notice}")
         self.scheduler = build_scheduler(optimizer, warmup, trainer.max_steps)
-        flops = electra_train_flops_per_token(model.generator.config, model.discriminator.config,
-                                              config.data.max_seq_length,
-                                              max_predictions_for(config.data.max_seq_length, config.model.mask_prob))
-        accelerator.print(startup_summary(config, model, accelerator.num_processes, micro_batch, self.accumulation,
-                                          flops, warmup))
+        flops = electra_train_flops_per_token(
+            model.generator.config,
+            model.discriminator.config,
+            config.data.max_seq_length,
+            max_predictions_for(config.data.max_seq_length, config.model.mask_prob),
+        )
+        accelerator.print(
+            startup_summary(config, model, accelerator.num_processes, micro_batch, self.accumulation, flops, warmup)
+        )
         self.flops_per_token = flops
         # MFU is logged only where the device's peak is known.
         data_sheet = gpu_peak_flops(trainer.mixed_precision) if accelerator.device.type == "cuda" else None
         self.peak_flops = trainer.peak_flops or (data_sheet[0] if data_sheet else None)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         set_seed(config.seed, device_specific=True)  # masking and dropout differ between processes
-        self.stream = ExampleStream(lambda epoch: documents(specs, seed=config.seed + epoch, held_out_share=share),
-                                    self.tokenizer,
-                                    StreamConfig(config.data.max_seq_length, config.data.shuffle_buffer, config.seed),
-                                    accelerator.process_index, accelerator.num_processes)
+        self.stream = ExampleStream(
+            lambda epoch: documents(specs, seed=config.seed + epoch, held_out_share=share),
+            self.tokenizer,
+            StreamConfig(config.data.max_seq_length, config.data.shuffle_buffer, config.seed),
+            accelerator.process_index,
+            accelerator.num_processes,
+        )
         workers = config.data.num_workers
         self.num_workers = default_num_workers(accelerator.device) if workers is None else workers
         cuda = accelerator.device.type == "cuda"
-        self.dataloader = make_dataloader(self.stream, micro_batch, token_id(self.tokenizer, "[PAD]"),
-                                          self.num_workers, pin_memory=cuda,
-                                          prefetch_factor=config.data.prefetch_factor)
+        self.dataloader = make_dataloader(
+            self.stream,
+            micro_batch,
+            token_id(self.tokenizer, "[PAD]"),
+            self.num_workers,
+            pin_memory=cuda,
+            prefetch_factor=config.data.prefetch_factor,
+        )
         self.evaluator = self._held_out_evaluator()
         self.held_out: dict[str, float] = {}
         self.guard = LossSpikeGuard(trainer.loss_spike_factor, accelerator.device)
@@ -179,8 +201,13 @@ class Trainer:
         self._resume()
         if accelerator.is_main_process:  # only now that start-up succeeded: a failed start never blocks a rerun
             (self.output_dir / "config.yaml").write_text(config_yaml)
-        self.tracker = Tracker(config.logging, self.output_dir, yaml_mapping(config_yaml),
-                               enabled=accelerator.is_main_process, resumed_step=self.state.step)
+        self.tracker = Tracker(
+            config.logging,
+            self.output_dir,
+            yaml_mapping(config_yaml),
+            enabled=accelerator.is_main_process,
+            resumed_step=self.state.step,
+        )
         self.metrics = IntervalMetrics(accelerator.device, trainer.log_every)
 
     def _held_out_evaluator(self) -> Evaluator | None:
@@ -188,10 +215,12 @@ class Trainer:
         specs = data.eval_specs()
         if not specs:
             return None
-        rows = documents(specs, seed=EVAL_SEED, shuffle_files=False, held_out_share=data.eval_share,
-                         held_out=bool(data.eval_share))
-        batches = held_out_batches((row["text"] for row in rows), self.tokenizer, data.max_seq_length,
-                                   self.config.trainer.eval_tokens)
+        rows = documents(
+            specs, seed=EVAL_SEED, shuffle_files=False, held_out_share=data.eval_share, held_out=bool(data.eval_share)
+        )
+        batches = held_out_batches(
+            (row["text"] for row in rows), self.tokenizer, data.max_seq_length, self.config.trainer.eval_tokens
+        )
         evaluator = Evaluator(batches, self.tokenizer, self.accelerator)
         self.accelerator.print(f"held-out evaluation: {evaluator.held_out_tokens} tokens in {len(batches)} batches")
         return evaluator
@@ -219,7 +248,8 @@ class Trainer:
                 f"data: resuming {saved[0]} process(es) x {saved[1]} reader(s) on {layout[0]} x {layout[1]}: every "
                 "document already read is skipped and the examples built but not yet used are dealt out again, so "
                 "nothing is repeated or left out; the order of examples (and masking) differs from an "
-                "uninterrupted run")
+                "uninterrupted run"
+            )
         self.accelerator.print(f"resumed from {resumed.path} at step {self.state.step}")
 
     def run(self) -> int:
@@ -234,23 +264,39 @@ class Trainer:
         config, accelerator, state = self.config.trainer, self.accelerator, self.state
         stop = StopFlag()
         # A progress bar on a terminal; in a log file (a SLURM .out) a plain line per log step instead.
-        self.progress = tqdm(total=config.max_steps, initial=state.step, dynamic_ncols=True, desc="train",
-                             disable=not (accelerator.is_main_process and sys.stderr.isatty()))
+        self.progress = tqdm(
+            total=config.max_steps,
+            initial=state.step,
+            dynamic_ncols=True,
+            desc="train",
+            disable=not (accelerator.is_main_process and sys.stderr.isatty()),
+        )
         batches = iter(self.dataloader)
         self.model.train()
         stopping = False
         while state.step < config.max_steps and not stopping:
             state.step += 1
-            micro = [{k: v.to(accelerator.device, non_blocking=True) for k, v in next(batches).items()}
-                     for _ in range(self.accumulation)]
-            result = train_step(self.model, micro, self.optimizer, self.scheduler, accelerator,
-                                self.config.optim.max_grad_norm, self.guard, self.skips)
+            micro = [
+                {k: v.to(accelerator.device, non_blocking=True) for k, v in next(batches).items()}
+                for _ in range(self.accumulation)
+            ]
+            result = train_step(
+                self.model,
+                micro,
+                self.optimizer,
+                self.scheduler,
+                accelerator,
+                self.config.optim.max_grad_norm,
+                self.guard,
+                self.skips,
+            )
             self.metrics.add(result)
             self.progress.update(1)
             last = state.step == config.max_steps
             log_due = self.metrics.should_log(state.step, last)
-            eval_due = self.evaluator is not None and (last or (config.eval_every
-                                                                and state.step % config.eval_every == 0))
+            eval_due = self.evaluator is not None and (
+                last or (config.eval_every and state.step % config.eval_every == 0)
+            )
             # A step that neither logs, evaluates nor saves makes no host sync; the others read the skip counts.
             stopping = stop.agreed(accelerator, may_sync=log_due)
             save_due = self.checkpointer.due(state.step, force=last or stopping)
@@ -264,8 +310,9 @@ class Trainer:
         self.progress.close()
         if stopping:
             saved = "saved" if not self.checkpointer.pending else "did not save (loss spike)"
-            accelerator.print(f"stop requested: {saved} step {state.step} and exiting; rerun the same command to "
-                              "resume")
+            accelerator.print(
+                f"stop requested: {saved} step {state.step} and exiting; rerun the same command to resume"
+            )
         else:
             self._finish()
         return EXIT_STOPPED if stopping else 0
@@ -278,20 +325,27 @@ class Trainer:
         since, self.checked_step = self.checked_step + 1, state.step
         steps = f"step {state.step}" if since == state.step else f"steps {since}-{state.step}"
         if counts["non_finite"] and self.accelerator.scaler is None:
-            raise FloatingPointError(f"{steps}: {counts['non_finite']} step(s) with a non-finite loss or gradient "
-                                     "norm; their updates were skipped, so the weights stay finite; stopped (try "
-                                     "bf16, a lower lr or an earlier checkpoint with trainer.resume_from=step_<N>)")
+            raise FloatingPointError(
+                f"{steps}: {counts['non_finite']} step(s) with a non-finite loss or gradient "
+                "norm; their updates were skipped, so the weights stay finite; stopped (try "
+                "bf16, a lower lr or an earlier checkpoint with trainer.resume_from=step_<N>)"
+            )
         if counts["loss_spike"]:
-            message = (f"{steps}: {counts['loss_spike']} loss spike(s) over {self.guard.factor:g} x the running mean "
-                       f"loss {float(self.guard.mean):.4g}")
+            message = (
+                f"{steps}: {counts['loss_spike']} loss spike(s) over {self.guard.factor:g} x the running mean "
+                f"loss {float(self.guard.mean):.4g}"
+            )
             if config.loss_spike_action == "stop":
-                raise FloatingPointError(f"{message}; stopped, the spiking updates not applied "
-                                         "(trainer.loss_spike_action)")
+                raise FloatingPointError(
+                    f"{message}; stopped, the spiking updates not applied (trainer.loss_spike_action)"
+                )
             self.accelerator.print(f"{message}; updates skipped")
         if longest > config.max_skips_in_a_row:
-            raise FloatingPointError(f"{steps}: {longest} skipped steps in a row ({counts}); the run cannot recover "
-                                     "(try bf16, a lower lr or an earlier checkpoint with "
-                                     "trainer.resume_from=step_<N>)")
+            raise FloatingPointError(
+                f"{steps}: {longest} skipped steps in a row ({counts}); the run cannot recover "
+                "(try bf16, a lower lr or an earlier checkpoint with "
+                "trainer.resume_from=step_<N>)"
+            )
         if any(counts.values()):
             resync = getattr(getattr(self.optimizer, "optimizer", None), "resync_step_count", None)
             if resync is not None:
@@ -303,19 +357,31 @@ class Trainer:
     def _log(self) -> None:
         record, tokens = self.metrics.reduce(self.accelerator)
         self.state.tokens += tokens
-        record.update(lr=float(self.scheduler.get_last_lr()[0]), tokens=self.state.tokens, fp16_skips=self.state.fp16_skips,
-                      spike_skips=self.state.spike_skips)
+        record.update(
+            lr=float(self.scheduler.get_last_lr()[0]),
+            tokens=self.state.tokens,
+            fp16_skips=self.state.fp16_skips,
+            spike_skips=self.state.spike_skips,
+        )
         if self.peak_flops:
             # tokens_per_s counts every process's tokens; the peak is one process's device.
-            record["mfu"] = record["tokens_per_s"] * self.flops_per_token / (self.peak_flops *
-                                                                            self.accelerator.num_processes)
+            record["mfu"] = (
+                record["tokens_per_s"] * self.flops_per_token / (self.peak_flops * self.accelerator.num_processes)
+            )
         self.tracker.log(self.state.step, record)
-        summary = dict(loss=f"{record['loss']:.3f}", mlm=f"{record['mlm_loss']:.3f}", rtd=f"{record['rtd_loss']:.3f}",
-                       lr=f"{record['lr']:.2e}", tok_s=f"{record['tokens_per_s']:.0f}")
+        summary = dict(
+            loss=f"{record['loss']:.3f}",
+            mlm=f"{record['mlm_loss']:.3f}",
+            rtd=f"{record['rtd_loss']:.3f}",
+            lr=f"{record['lr']:.2e}",
+            tok_s=f"{record['tokens_per_s']:.0f}",
+        )
         assert self.progress is not None, "logging happens inside train()"
         if self.progress.disable:
-            self.accelerator.print(f"step {self.state.step}/{self.config.trainer.max_steps} "
-                                   + " ".join(f"{k} {v}" for k, v in summary.items()))
+            self.accelerator.print(
+                f"step {self.state.step}/{self.config.trainer.max_steps} "
+                + " ".join(f"{k} {v}" for k, v in summary.items())
+            )
         else:
             self.progress.set_postfix(summary)
 
@@ -329,8 +395,16 @@ class Trainer:
 
     def _save(self) -> None:
         self.state.loss_guard = self.guard.state_dict()
-        self.checkpointer.save(self.state.step, self.model, self.optimizer, self.scheduler, self.dataloader.state_dict(),
-                               self.state.state_dict(), self.config_yaml, self.tokenizer)
+        self.checkpointer.save(
+            self.state.step,
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            self.dataloader.state_dict(),
+            self.state.state_dict(),
+            self.config_yaml,
+            self.tokenizer,
+        )
 
     def _finish(self) -> None:
         if READ_STATS:
@@ -340,8 +414,12 @@ class Trainer:
             self.accelerator.print(f"curves: {curves} (electra-pretrain plot RUN_DIR ... overlays several runs)")
         if self.config.trainer.export and self.accelerator.is_main_process:
             out = self.output_dir / "export"
-            provenance = {"step": self.state.step, "tokens": self.state.tokens, "held_out": self.held_out,
-                          "command": " ".join(["python", *sys.argv])}
+            provenance = {
+                "step": self.state.step,
+                "tokens": self.state.tokens,
+                "held_out": self.held_out,
+                "command": " ".join(["python", *sys.argv]),
+            }
             export_models(self.accelerator.unwrap_model(self.model), self.tokenizer, out, self.config_yaml, provenance)
             self.accelerator.print(f"exported {out / 'discriminator'} and {out / 'generator'}")
         self.accelerator.wait_for_everyone()

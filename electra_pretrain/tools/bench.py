@@ -41,9 +41,12 @@ def synthetic_batch(batch_size: int, seq_len: int, vocab_size: int, device: torc
     input_ids = torch.randint(1000, vocab_size, (batch_size, seq_len), generator=g)
     input_ids[:, 0], input_ids[:, seq_len // 2], input_ids[:, -1] = CLS, SEP, SEP
     token_type_ids = torch.zeros_like(input_ids)
-    token_type_ids[:, seq_len // 2 + 1:] = 1
-    return {"input_ids": input_ids.to(device), "attention_mask": torch.ones_like(input_ids).to(device),
-            "token_type_ids": token_type_ids.to(device)}
+    token_type_ids[:, seq_len // 2 + 1 :] = 1
+    return {
+        "input_ids": input_ids.to(device),
+        "attention_mask": torch.ones_like(input_ids).to(device),
+        "token_type_ids": token_type_ids.to(device),
+    }
 
 
 def _rss_bytes() -> int:
@@ -60,6 +63,7 @@ class ReferenceElectra(torch.nn.Module):
 
         disc = preset_config(preset)
         gen = generator_config(disc, GENERATOR_FRACTION[preset])
+
         def hf_config(config):
             hf = transformers.ElectraConfig(**vars(config))
             hf._attn_implementation = attn_implementation
@@ -145,22 +149,31 @@ def _build_ours(variant: Variant, disc_config, gen_config) -> Electra:
     if variant.logits == "slots":
         model = Electra(generator, discriminator, mask_token_id=MASK, special_token_ids=specials)
     else:
-        model = FullVocabularyElectra(generator, discriminator, sample_everywhere=variant.logits == "all+sampling",
-                                      mask_token_id=MASK, special_token_ids=specials)
+        model = FullVocabularyElectra(
+            generator,
+            discriminator,
+            sample_everywhere=variant.logits == "all+sampling",
+            mask_token_id=MASK,
+            special_token_ids=specials,
+        )
     set_dropout_implementation(model, variant.dropout)
     return model
 
 
-def run_worker(variant: Variant, preset: str, seq_len: int, batch_size: int, device_name: str, steps: int,
-               warmup: int) -> dict:
+def run_worker(
+    variant: Variant, preset: str, seq_len: int, batch_size: int, device_name: str, steps: int, warmup: int
+) -> dict:
     """Time one variant in this process."""
     from accelerate import Accelerator
 
     if device_name == "cpu" and variant.keep_freed_memory:
         keep_freed_memory()
     baseline = _rss_bytes()
-    accelerator = Accelerator(cpu=device_name == "cpu", mixed_precision=variant.precision,
-                              dynamo_backend="inductor" if variant.compile else "no")
+    accelerator = Accelerator(
+        cpu=device_name == "cpu",
+        mixed_precision=variant.precision,
+        dynamo_backend="inductor" if variant.compile else "no",
+    )
     device = accelerator.device
     torch.manual_seed(0)
     disc_config = preset_config(preset, vocab_size=variant.vocab_size)
@@ -184,30 +197,44 @@ def run_worker(variant: Variant, preset: str, seq_len: int, batch_size: int, dev
             if variant.sync_every_step:
                 result.metrics["loss"].item()
     else:
+
         def step():
             accelerator.backward(model(**batch))
             accelerator.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times = _time_steps(step, steps, warmup, device)
     median = statistics.median(times)
     tokens = batch_size * seq_len
     flops = electra_train_flops_per_token(gen_config, disc_config, seq_len, max_predictions_for(seq_len, 0.15))
-    return {"kind": variant.kind, "step_time_s": median, "tokens_per_s": tokens / median,
-            "flops_per_token": flops, "achieved_flops": flops * tokens / median,
-            "peak_mem_bytes": torch.cuda.max_memory_allocated() if device.type == "cuda" else None,
-            "_baseline_rss": baseline}
+    return {
+        "kind": variant.kind,
+        "step_time_s": median,
+        "tokens_per_s": tokens / median,
+        "flops_per_token": flops,
+        "achieved_flops": flops * tokens / median,
+        "peak_mem_bytes": torch.cuda.max_memory_allocated() if device.type == "cuda" else None,
+        "_baseline_rss": baseline,
+    }
 
 
 def _spawn(variant: Variant, args) -> dict:
     """Run one worker in a child process; CPU peak memory is its max RSS above its own start-up baseline."""
-    settings = {"variant": asdict(variant), "preset": args.model, "seq_len": args.seq_len,
-                "batch_size": args.batch_size, "device_name": args.device, "steps": args.steps,
-                "warmup": args.warmup}
-    child = subprocess.Popen([sys.executable, "-m", "electra_pretrain.tools.bench", json.dumps(settings)],
-                             stdout=subprocess.PIPE, text=True)
+    settings = {
+        "variant": asdict(variant),
+        "preset": args.model,
+        "seq_len": args.seq_len,
+        "batch_size": args.batch_size,
+        "device_name": args.device,
+        "steps": args.steps,
+        "warmup": args.warmup,
+    }
+    child = subprocess.Popen(
+        [sys.executable, "-m", "electra_pretrain.tools.bench", json.dumps(settings)], stdout=subprocess.PIPE, text=True
+    )
     assert child.stdout is not None
     output = child.stdout.read()
     _, status, usage = os.wait4(child.pid, 0)
@@ -227,7 +254,7 @@ def measured_cpu_peak_flops(size: int = 2048, repeats: int = 5) -> float:
     start = time.perf_counter()
     for _ in range(repeats):
         a @ b
-    return 2 * size ** 3 * repeats / (time.perf_counter() - start)
+    return 2 * size**3 * repeats / (time.perf_counter() - start)
 
 
 def peak_flops(device: str, precision: str, stated: float | None) -> tuple[float, str]:
@@ -242,17 +269,31 @@ def peak_flops(device: str, precision: str, stated: float | None) -> tuple[float
 
 
 def bench_model(args) -> dict:
-    ours_variant = Variant(precision=args.precision, compile=args.compile, keep_freed_memory=args.keep_freed_memory,
-                           vocab_size=args.vocab_size)
+    ours_variant = Variant(
+        precision=args.precision,
+        compile=args.compile,
+        keep_freed_memory=args.keep_freed_memory,
+        vocab_size=args.vocab_size,
+    )
     ours = _spawn(ours_variant, args)
     peak, source = peak_flops(args.device, args.precision, args.peak_flops)
-    result = {**{k: v for k, v in ours.items() if k != "kind"}, "mfu": ours["achieved_flops"] / peak,
-              "peak_flops": peak, "peak_flops_source": source, "model": args.model, "seq_len": args.seq_len,
-              "batch_size": args.batch_size, "precision": args.precision, "device": args.device,
-              "keep_freed_memory": args.keep_freed_memory}
+    result = {
+        **{k: v for k, v in ours.items() if k != "kind"},
+        "mfu": ours["achieved_flops"] / peak,
+        "peak_flops": peak,
+        "peak_flops_source": source,
+        "model": args.model,
+        "seq_len": args.seq_len,
+        "batch_size": args.batch_size,
+        "precision": args.precision,
+        "device": args.device,
+        "keep_freed_memory": args.keep_freed_memory,
+    }
     if args.reference:
-        refs = [_spawn(replace(ours_variant, kind=kind, compile=False), args)
-                for kind in ("reference-eager", "reference-sdpa")]
+        refs = [
+            _spawn(replace(ours_variant, kind=kind, compile=False), args)
+            for kind in ("reference-eager", "reference-sdpa")
+        ]
         best = max(refs, key=lambda r: r["tokens_per_s"])
         result["reference"] = best
         result["speedup_vs_reference"] = ours["tokens_per_s"] / best["tokens_per_s"]
@@ -269,9 +310,18 @@ class AblationRow(NamedTuple):
 
 # The fast path one change at a time, each row on top of the rows above it.
 ABLATION = [
-    AblationRow("naive: (B,L,V) logits sampled everywhere, eager attention, plain AdamW, torch dropout, "
-                ".item() per step", dict(precision="no", attention="eager", optimizer="plain", dropout="torch",
-                                         logits="all+sampling", sync_every_step=True, keep_freed_memory=False)),
+    AblationRow(
+        "naive: (B,L,V) logits sampled everywhere, eager attention, plain AdamW, torch dropout, .item() per step",
+        dict(
+            precision="no",
+            attention="eager",
+            optimizer="plain",
+            dropout="torch",
+            logits="all+sampling",
+            sync_every_step=True,
+            keep_freed_memory=False,
+        ),
+    ),
     AblationRow("+ sampling only at the prediction slots", dict(logits="all")),
     AblationRow("+ vocabulary projection only at the slots", dict(logits="slots")),
     AblationRow("+ SDPA attention", dict(attention="sdpa")),
@@ -280,8 +330,7 @@ ABLATION = [
     AblationRow("+ packed-bits dropout", dict(dropout="auto"), device="cpu"),
     AblationRow("+ freed memory kept for the next step", dict(keep_freed_memory=True), device="cpu"),
     AblationRow("+ bf16 autocast", dict(precision="bf16"), device="cuda"),
-    AblationRow("probe: vocabulary padded to a multiple of 64 (30522 -> 30528)", dict(vocab_size=30528),
-                probe=True),
+    AblationRow("probe: vocabulary padded to a multiple of 64 (30522 -> 30528)", dict(vocab_size=30528), probe=True),
     AblationRow("+ torch.compile", dict(compile=True)),
 ]
 
@@ -301,12 +350,22 @@ def ablation_variants(device: str) -> list[tuple[AblationRow, Variant]]:
 
 def bench_ablation(args) -> list[dict]:
     """Time every ABLATION row that applies to the device, each in its own child process."""
-    return [{"change": row.label, "probe": row.probe, "variant": asdict(variant), **_spawn(variant, args)}
-            for row, variant in ablation_variants(args.device)]
+    return [
+        {"change": row.label, "probe": row.probe, "variant": asdict(variant), **_spawn(variant, args)}
+        for row, variant in ablation_variants(args.device)
+    ]
 
 
-def bench_data(files: list[str], document_boundary: str, tokenizer_path: str | None, vocab_size: int,
-               seq_len: int, examples: int, workers: list[int], batch_size: int = 128) -> dict:
+def bench_data(
+    files: list[str],
+    document_boundary: str,
+    tokenizer_path: str | None,
+    vocab_size: int,
+    seq_len: int,
+    examples: int,
+    workers: list[int],
+    batch_size: int = 128,
+) -> dict:
     """Tokens/s of the training data path (documents -> examples -> padded batches through the trainer's
     dataloader), for each worker count, in one run; ratios against the first."""
     from electra_pretrain.pretrain.config import SourceSpec
@@ -318,8 +377,9 @@ def bench_data(files: list[str], document_boundary: str, tokenizer_path: str | N
     if tokenizer_path:
         tokenizer = load_tokenizer(tokenizer_path)
     else:
-        tokenizer = train_tokenizer((r["text"] for r in documents(specs, 0)), vocab_size=vocab_size,
-                                    show_progress=False)
+        tokenizer = train_tokenizer(
+            (r["text"] for r in documents(specs, 0)), vocab_size=vocab_size, show_progress=False
+        )
     rows, batches = [], max(1, examples // batch_size)
     for count in workers:
         stream = ExampleStream(lambda epoch: documents(specs, seed=epoch), tokenizer, StreamConfig(seq_len))
@@ -331,8 +391,16 @@ def bench_data(files: list[str], document_boundary: str, tokenizer_path: str | N
             tokens += int(next(loader)["attention_mask"].sum())
         elapsed = time.perf_counter() - start
         del loader
-        rows.append({"num_workers": count, "examples": batches * batch_size, "tokens": tokens, "seconds": elapsed,
-                     "tokens_per_s": tokens / elapsed, "padding_share": 1 - tokens / (batches * batch_size * seq_len)})
+        rows.append(
+            {
+                "num_workers": count,
+                "examples": batches * batch_size,
+                "tokens": tokens,
+                "seconds": elapsed,
+                "tokens_per_s": tokens / elapsed,
+                "padding_share": 1 - tokens / (batches * batch_size * seq_len),
+            }
+        )
     for row in rows:
         row["ratio"] = row["tokens_per_s"] / rows[0]["tokens_per_s"]
     return {"rows": rows, "threads": torch.get_num_threads(), "cpus": os.cpu_count()}

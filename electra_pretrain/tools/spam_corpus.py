@@ -31,8 +31,9 @@ def label_of(group: str) -> str:
 def message_text(raw: str) -> str:
     """'Subject' line, then the body, whitespace collapsed."""
     headers, _, body = raw.replace("\r\n", "\n").partition("\n\n")
-    subject = next((line[len("subject:"):].strip() for line in headers.split("\n")
-                    if line.lower().startswith("subject:")), "")
+    subject = next(
+        (line[len("subject:") :].strip() for line in headers.split("\n") if line.lower().startswith("subject:")), ""
+    )
     body = SPACE.sub(" ", TAG.sub(" ", body[:BODY_CHARS])).strip()
     return f"{subject}\n{body}" if subject else body
 

@@ -2,8 +2,10 @@
 
 from pathlib import Path
 
-WORDS = ("the quick brown fox jumps over lazy dog river mountain city music science history garden winter summer "
-         "bright quiet ancient modern small large green blue red people")
+WORDS = (
+    "the quick brown fox jumps over lazy dog river mountain city music science history garden winter summer "
+    "bright quiet ancient modern small large green blue red people"
+)
 
 
 def sentence(doc: int, i: int) -> str:
@@ -14,8 +16,9 @@ def sentence(doc: int, i: int) -> str:
 
 def write_blank_line_corpus(path: Path, documents: int = 12, sentences: int = 15, first_doc: int = 0) -> Path:
     """The original ELECTRA format: a sentence per line, a blank line between documents."""
-    text = "\n\n".join("\n".join(sentence(d, i) for i in range(sentences))
-                       for d in range(first_doc, first_doc + documents))
+    text = "\n\n".join(
+        "\n".join(sentence(d, i) for i in range(sentences)) for d in range(first_doc, first_doc + documents)
+    )
     path.write_text(text + "\n", encoding="utf-8")
     return path
 
@@ -30,9 +33,20 @@ def tiny_config(**overrides):
     """The one tiny model of the unit tests (1 layer x 16, vocabulary 40); overrides change any field."""
     from electra_pretrain.model_config import ElectraConfig
 
-    return ElectraConfig(**{**dict(vocab_size=40, embedding_size=8, hidden_size=16, num_hidden_layers=1,
-                                   num_attention_heads=2, intermediate_size=32, max_position_embeddings=64),
-                            **overrides})
+    return ElectraConfig(
+        **{
+            **dict(
+                vocab_size=40,
+                embedding_size=8,
+                hidden_size=16,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                intermediate_size=32,
+                max_position_embeddings=64,
+            ),
+            **overrides,
+        }
+    )
 
 
 # Labelled data for fine-tuning tests: the label is decided by one marker word, so a model can learn it in a few

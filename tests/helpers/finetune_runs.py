@@ -10,11 +10,18 @@ from .runs import ENV, ROOT
 
 
 def finetune(args: list[str], launcher=(sys.executable,), check=True, env=None) -> subprocess.CompletedProcess:
-    result = subprocess.run([*launcher, str(ROOT / "finetune.py"), *args], cwd=ROOT, env={**ENV, **(env or {})},
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [*launcher, str(ROOT / "finetune.py"), *args],
+        cwd=ROOT,
+        env={**ENV, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if check and result.returncode != 0:
-        raise AssertionError(f"finetune.py failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
-                             f"{result.stderr[-3000:]}")
+        raise AssertionError(
+            f"finetune.py failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
     return result
 
 

@@ -10,31 +10,66 @@ import torch
 from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[2]
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
-       "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+ENV = {
+    **os.environ,
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "WANDB_MODE": "offline",
+    "TOKENIZERS_PARALLELISM": "false",
+    "PYTHONUNBUFFERED": "1",
+    "OMP_NUM_THREADS": "1",
+}
 TORCHRUN = (sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2")
 
 
 def overrides(corpus: Path, out: Path, *extra: str) -> list[str]:
-    return ["model=tiny", "data=text", f"data.files=[{corpus}/*.txt]", "data.max_seq_length=64",
-            f"tokenizer.path={corpus.parent / 'tokenizer'}", "trainer.global_batch_size=8", "trainer.max_steps=12",
-            "trainer.save_every=4", "trainer.log_every=1", "optim.warmup_steps=3", "optim.lr=2e-3", "logging=none",
-            f"output_dir={out}", *extra]
+    return [
+        "model=tiny",
+        "data=text",
+        f"data.files=[{corpus}/*.txt]",
+        "data.max_seq_length=64",
+        f"tokenizer.path={corpus.parent / 'tokenizer'}",
+        "trainer.global_batch_size=8",
+        "trainer.max_steps=12",
+        "trainer.save_every=4",
+        "trainer.log_every=1",
+        "optim.warmup_steps=3",
+        "optim.lr=2e-3",
+        "logging=none",
+        f"output_dir={out}",
+        *extra,
+    ]
 
 
 def train(args: list[str], launcher=(sys.executable,), check=True, env=None, **kwargs) -> subprocess.CompletedProcess:
-    result = subprocess.run([*launcher, str(ROOT / "train.py"), *args], cwd=ROOT, env={**ENV, **(env or {})},
-                            capture_output=True, text=True, timeout=300, **kwargs)
+    result = subprocess.run(
+        [*launcher, str(ROOT / "train.py"), *args],
+        cwd=ROOT,
+        env={**ENV, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        **kwargs,
+    )
     if check and result.returncode != 0:
-        raise AssertionError(f"train.py failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        raise AssertionError(
+            f"train.py failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
     return result
 
 
 def start(args: list[str], **kwargs) -> subprocess.Popen:
     """train.py in the background, in its own process group (so a test can signal the whole job, as SLURM does)."""
-    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            **kwargs)
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=ROOT,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        **kwargs,
+    )
 
 
 def metrics(out: Path) -> list[dict]:

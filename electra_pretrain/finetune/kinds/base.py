@@ -58,8 +58,9 @@ class TaskKind:
     def hub_label_field(self) -> str:
         return self.task.label_field
 
-    def from_rows(self, rows: list[dict], split: str, source: str,
-                  hub_names: list[str] | None = None) -> list[TaskExample]:
+    def from_rows(
+        self, rows: list[dict], split: str, source: str, hub_names: list[str] | None = None
+    ) -> list[TaskExample]:
         """Examples from table rows, in order. `hub_names`: a hub dataset's ClassLabel names for integer labels."""
         raise NotImplementedError
 
@@ -81,8 +82,9 @@ class TaskKind:
         return sum(f.truncated for f in features)
 
     # -- outputs
-    def batch_outputs(self, logits: torch.Tensor, batch: dict[str, torch.Tensor],
-                      accelerator: Accelerator) -> torch.Tensor:
+    def batch_outputs(
+        self, logits: torch.Tensor, batch: dict[str, torch.Tensor], accelerator: Accelerator
+    ) -> torch.Tensor:
         """What is kept of a batch's logits for each feature (gathered over processes afterwards)."""
         raise NotImplementedError
 
@@ -107,16 +109,19 @@ def class_names(task: TaskConfig, seen: set[str]) -> list[str]:
     if task.labels:
         return [str(label) for label in task.labels]
     if len(seen) < 2:
-        raise ValueError(f"task.train_files: only the label(s) {sorted(seen)} occur in training; a classifier "
-                         "needs at least two (or list them in task.labels)")
+        raise ValueError(
+            f"task.train_files: only the label(s) {sorted(seen)} occur in training; a classifier "
+            "needs at least two (or list them in task.labels)"
+        )
     return sorted(seen)
 
 
 def check_known(labels: list, known: list[str], source: str, split: str) -> None:
     for label in labels:
         if label not in known:
-            raise ValueError(f"{source}: label {label!r} ({split}) is not one of {known} (the training labels, or "
-                             "task.labels)")
+            raise ValueError(
+                f"{source}: label {label!r} ({split}) is not one of {known} (the training labels, or task.labels)"
+            )
 
 
 def truncating_copy(tokenizer: Tokenizer, max_length: int) -> Tokenizer:
@@ -132,11 +137,14 @@ class SentenceTask(TaskKind):
     task.max_length by removing tokens from the longer text one at a time (google-research/electra
     `_truncate_seq_pair`; tokenizers' `longest_first`); the model reads the [CLS] state. One feature per example."""
 
-    def from_rows(self, rows: list[dict], split: str, source: str,
-                  hub_names: list[str] | None = None) -> list[TaskExample]:
+    def from_rows(
+        self, rows: list[dict], split: str, source: str, hub_names: list[str] | None = None
+    ) -> list[TaskExample]:
         task, examples = self.task, []
-        labelled = split != "test" or all(task.label_field in row and row[task.label_field] is not None
-                                          and row[task.label_field] != -1 for row in rows)
+        labelled = split != "test" or all(
+            task.label_field in row and row[task.label_field] is not None and row[task.label_field] != -1
+            for row in rows
+        )
         for i, row in enumerate(rows):
             where = f"{source}:{i + 1}"
             texts = tuple(str(field_of(row, name, where, "task.text_fields")) for name in task.text_fields)
@@ -157,6 +165,9 @@ class SentenceTask(TaskKind):
         tokenizer = truncating_copy(tokenizer, self.task.max_length)
         inputs = [e.texts[0] if len(e.texts) == 1 else (e.texts[0], e.texts[1]) for e in examples]
         encodings = tokenizer.encode_batch(inputs)
-        return [Feature(i, i, enc.ids, enc.type_ids, None if e.label is None else self.label_id(e.label),
-                        bool(enc.overflowing))
-                for i, (e, enc) in enumerate(zip(examples, encodings))]
+        return [
+            Feature(
+                i, i, enc.ids, enc.type_ids, None if e.label is None else self.label_id(e.label), bool(enc.overflowing)
+            )
+            for i, (e, enc) in enumerate(zip(examples, encodings))
+        ]

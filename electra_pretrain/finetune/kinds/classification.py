@@ -39,18 +39,22 @@ class Classification(SentenceTask):
     def label_id(self, label: Any) -> int:
         return self.names.index(label)
 
-    def batch_outputs(self, logits: torch.Tensor, batch: dict[str, torch.Tensor],
-                      accelerator: Accelerator) -> torch.Tensor:
+    def batch_outputs(
+        self, logits: torch.Tensor, batch: dict[str, torch.Tensor], accelerator: Accelerator
+    ) -> torch.Tensor:
         return logits.float().softmax(-1)  # (B, labels) class probabilities
 
     def predictions(self, examples: list[TaskExample], features: list, outputs: list) -> list[Prediction]:
-        return [Prediction(self.names[max(range(len(p)), key=p.__getitem__)],
-                           {"probabilities": {name: round(q, 6) for name, q in zip(self.names, p)}})
-                for p in outputs]
+        return [
+            Prediction(
+                self.names[max(range(len(p)), key=p.__getitem__)],
+                {"probabilities": {name: round(q, 6) for name, q in zip(self.names, p)}},
+            )
+            for p in outputs
+        ]
 
     def score(self, examples: list[TaskExample], predictions: list[Prediction]) -> dict[str, float]:
         gold = [e.label for e in examples]
         predicted = [p.value for p in predictions]
-        functions = {"accuracy": accuracy, "matthews": matthews,
-                     "f1": lambda g, p: f1(g, p, self.task.positive_label)}
+        functions = {"accuracy": accuracy, "matthews": matthews, "f1": lambda g, p: f1(g, p, self.task.positive_label)}
         return {name: functions[name](gold, predicted) for name in self.task.metrics}

@@ -28,8 +28,9 @@ class Regression(SentenceTask):
     def collate(self, pad_id: int) -> Collate:
         return Collate(pad_id, label_dtype=torch.float32)
 
-    def batch_outputs(self, logits: torch.Tensor, batch: dict[str, torch.Tensor],
-                      accelerator: Accelerator) -> torch.Tensor:
+    def batch_outputs(
+        self, logits: torch.Tensor, batch: dict[str, torch.Tensor], accelerator: Accelerator
+    ) -> torch.Tensor:
         return logits.float().squeeze(-1)  # (B,) values
 
     def predictions(self, examples: list[TaskExample], features: list, outputs: list) -> list[Prediction]:

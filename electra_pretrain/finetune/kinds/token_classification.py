@@ -46,8 +46,9 @@ class TokenClassification(TaskKind):
             return read_conll(path, self.task.conll_token_column, self.task.conll_tag_column, split)
         return super().read_file(path, fmt, split)
 
-    def from_rows(self, rows: list[dict], split: str, source: str,
-                  hub_names: list[str] | None = None) -> list[TaskExample]:
+    def from_rows(
+        self, rows: list[dict], split: str, source: str, hub_names: list[str] | None = None
+    ) -> list[TaskExample]:
         task, examples = self.task, []
         labelled = split != "test" or all(task.tags_field in row and row[task.tags_field] is not None for row in rows)
         for i, row in enumerate(rows):
@@ -91,26 +92,43 @@ class TokenClassification(TaskKind):
                 for word, start in enumerate(first):
                     if start is not None:
                         labels[start] = ids[example.label[word]]
-            features.append(TokenFeature(index, index, encoding.ids, encoding.type_ids, labels,
-                                         bool(encoding.overflowing), tuple(first), kept))
+            features.append(
+                TokenFeature(
+                    index,
+                    index,
+                    encoding.ids,
+                    encoding.type_ids,
+                    labels,
+                    bool(encoding.overflowing),
+                    tuple(first),
+                    kept,
+                )
+            )
         return features
 
     def truncated(self, features: list) -> int:
         return sum(len(f.first_tokens) - f.kept for f in features)
 
-    def batch_outputs(self, logits: torch.Tensor, batch: dict[str, torch.Tensor],
-                      accelerator: Accelerator) -> torch.Tensor:
+    def batch_outputs(
+        self, logits: torch.Tensor, batch: dict[str, torch.Tensor], accelerator: Accelerator
+    ) -> torch.Tensor:
         # (B, L) the predicted tag id at every position, padded to one length over processes for the gather
         return accelerator.pad_across_processes(logits.argmax(-1), dim=1, pad_index=IGNORE)
 
     def predictions(self, examples: list[TaskExample], features: list, outputs: list) -> list[Prediction]:
-        return [Prediction([self.names[ids[position]] if position is not None else OUTSIDE
-                            for position in feature.first_tokens[:feature.kept]])
-                for feature, ids in zip(features, outputs)]
+        return [
+            Prediction(
+                [
+                    self.names[ids[position]] if position is not None else OUTSIDE
+                    for position in feature.first_tokens[: feature.kept]
+                ]
+            )
+            for feature, ids in zip(features, outputs)
+        ]
 
     def score(self, examples: list[TaskExample], predictions: list[Prediction]) -> dict[str, float]:
         predicted = [p.value for p in predictions]
-        gold = [e.label[:len(p)] for e, p in zip(examples, predicted)]  # words past the length limit: not scored
+        gold = [e.label[: len(p)] for e, p in zip(examples, predicted)]  # words past the length limit: not scored
         scores = span_scores(gold, predicted)
         return {name: scores[name] for name in self.task.metrics}
 
@@ -136,8 +154,7 @@ def read_conll(path: Path, token_column: int, tag_column: int, split: str) -> li
             continue
         if not columns:
             if words:
-                examples.append(TaskExample(words, tags if split != "test" or all(tags) else None,
-                                            f"{path}:{start}"))
+                examples.append(TaskExample(words, tags if split != "test" or all(tags) else None, f"{path}:{start}"))
             words, tags, start = [], [], number + 1
             continue
         if not words:
@@ -146,8 +163,10 @@ def read_conll(path: Path, token_column: int, tag_column: int, split: str) -> li
             words.append(columns[token_column])
             tag = columns[tag_column] if len(columns) > 1 else None
         except IndexError:
-            raise ValueError(f"{path}:{number}: no column {token_column} / {tag_column} "
-                             f"(task.conll_token_column / conll_tag_column) in {line!r}") from None
+            raise ValueError(
+                f"{path}:{number}: no column {token_column} / {tag_column} "
+                f"(task.conll_token_column / conll_tag_column) in {line!r}"
+            ) from None
         if tag is None and split != "test":
             raise ValueError(f"{path}:{number}: {line!r} has no tag column (CoNLL: token ... tag)")
         tags.append(tag)
