@@ -18,7 +18,7 @@ SPAM_VERSION := 0.2.3
 SPAM_SHA256 := 8d15982711d6fa4b415fa84e83f654b34ac06db49f120eb9a3d33dd3346622cb
 FINETUNE_SEEDS ?= [0,1,2]
 
-.PHONY: help install test lint check demo data bench finetune-demo spam-data bench-finetune clean
+.PHONY: help install test test-fast lint format check demo data bench finetune-demo spam-data bench-finetune clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -32,11 +32,23 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed  ## create $(VENV) with a pinned torch ($(TORCH_SPEC)) and the project in editable mode
 
-test: install  ## run the test suite (offline, CPU)
+test: install  ## run the whole test suite (offline, CPU)
 	$(BIN)/python -m pytest -q
 
-lint: install  ## ruff over the code
-	$(BIN)/ruff check electra_pretrain tests train.py finetune.py
+test-fast: install  ## the tests that start no process (under 2 minutes): `pytest -m "not slow"`
+	$(BIN)/python -m pytest -q -m "not slow"
+
+CODE := electra_pretrain tests train.py finetune.py
+
+lint: install  ## ruff (lint + format check), the import contracts (lint-imports), mypy
+	$(BIN)/ruff check $(CODE)
+	$(BIN)/ruff format --check $(CODE)
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+
+format: install  ## apply ruff's formatter and import sorting
+	$(BIN)/ruff format $(CODE)
+	$(BIN)/ruff check --select I --fix $(CODE)
 
 check: lint test  ## lint, then the test suite (what CI runs)
 

@@ -12,6 +12,7 @@ from electra_pretrain.tools.bench import ablation_variants, run_worker
 BENCH_KEYS = {"tokens_per_s", "step_time_s", "flops_per_token", "mfu", "peak_mem_bytes"}
 
 
+@pytest.mark.slow
 def test_bench_json_has_ours_and_the_reference(tmp_path):
     out = subprocess.run(
         [

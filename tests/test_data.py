@@ -14,10 +14,10 @@ import datasets
 import pytest
 import torch
 
-from electra_pretrain.pretrain.stream import Collator, ExampleStream, StreamConfig, make_dataloader
+from electra_pretrain.pretrain.config import SourceSpec
 from electra_pretrain.pretrain.packing import ExampleBuilder, sentence_units
 from electra_pretrain.pretrain.sources import READ_STATS, documents, resolve_files
-from electra_pretrain.pretrain.config import SourceSpec
+from electra_pretrain.pretrain.stream import Collator, ExampleStream, StreamConfig, make_dataloader
 from electra_pretrain.tokenizer import train_tokenizer
 
 from .helpers.corpora import WORDS, sentence, write_blank_line_corpus, write_line_corpus
@@ -100,6 +100,7 @@ def test_bad_text_is_repaired_or_skipped_and_counted(tmp_path, caplog):
     assert re.search(r"empty.txt: no text", caplog.text) and re.search(r"blank.txt: no text", caplog.text)
 
 
+@pytest.mark.slow
 def test_ten_megabyte_line_in_bounded_memory(tmp_path, tok):
     line = " ".join(f"{WORDS}." for _ in range(10 * 2**20 // (len(WORDS) + 2)))
     (tmp_path / "huge.txt").write_text(line + "\n")

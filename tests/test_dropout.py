@@ -54,6 +54,7 @@ def test_identity_when_not_training_or_p_is_zero():
         packed_dropout(x, 1.0)
 
 
+@pytest.mark.slow
 def test_implementation_choice_reaches_every_dropout_module():
     model = ElectraDiscriminator(tiny_config(num_hidden_layers=2))
     modules = [m for m in model.modules() if isinstance(m, Dropout)]
@@ -68,6 +69,7 @@ def test_implementation_choice_reaches_every_dropout_module():
         set_dropout_implementation(model, "fast")
 
 
+@pytest.mark.slow
 def test_training_attention_on_cpu_is_the_same_math_for_sdpa_and_eager():
     """With dropout on CPU, the sdpa model runs the written-out math path with the packed mask, as eager does."""
     config = tiny_config(num_hidden_layers=2, attention_probs_dropout_prob=0.5)

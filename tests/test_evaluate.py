@@ -7,10 +7,9 @@ import sys
 import pytest
 import torch
 
-from electra_pretrain.pretrain.config import OptimConfig
+from electra_pretrain.pretrain.config import OptimConfig, SourceSpec
 from electra_pretrain.pretrain.evaluate import Evaluator, held_out_batches, roc_auc
 from electra_pretrain.pretrain.sources import documents, is_held_out
-from electra_pretrain.pretrain.config import SourceSpec
 from electra_pretrain.tokenizer import load_tokenizer
 
 from .helpers.runs import ENV, TORCHRUN, metrics, overrides, train
@@ -65,6 +64,7 @@ def evaluated_run(corpus, tmp_path_factory):
     return out, args
 
 
+@pytest.mark.slow
 def test_training_logs_held_out_metrics_that_evaluate_reproduces(corpus, evaluated_run):
     out, _ = evaluated_run
     rows = [r for r in metrics(out) if "eval/disc_auc" in r]
@@ -103,6 +103,7 @@ def test_training_logs_held_out_metrics_that_evaluate_reproduces(corpus, evaluat
     assert alone["random_replacement_auc"] == rows[-1]["eval/random_replacement_auc"]
 
 
+@pytest.mark.slow
 def test_evaluation_is_deterministic_and_leaves_training_randomness_alone(corpus, evaluated_run):
     from accelerate import Accelerator
 
@@ -120,6 +121,7 @@ def test_evaluation_is_deterministic_and_leaves_training_randomness_alone(corpus
     assert target.electra.training  # modes restored
 
 
+@pytest.mark.slow
 def test_two_processes_compute_auc_over_all_tokens(corpus, evaluated_run, tmp_path):
     _, args = evaluated_run
     out = tmp_path / "ddp"
@@ -143,6 +145,7 @@ def test_warmup_longer_than_half_the_run_is_scaled_down_with_a_notice():
     assert OptimConfig(warmup_steps=10_000).warmup_for(1)[0] == 1  # a one-step smoke run still works
 
 
+@pytest.mark.slow
 def test_readme_style_short_run_learns(corpus, tmp_path):
     """The default warmup (10k steps) with a 30-step run: scaled down, so the loss falls."""
     out = tmp_path / "short"
@@ -153,6 +156,7 @@ def test_readme_style_short_run_learns(corpus, tmp_path):
     assert rows[-1]["mlm_loss"] < rows[0]["mlm_loss"] - 0.1 and rows[-1]["loss"] < rows[0]["loss"]
 
 
+@pytest.mark.slow
 def test_plot_writes_a_png_of_several_runs(evaluated_run, tmp_path):
     out, _ = evaluated_run
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -161,6 +165,7 @@ def test_plot_writes_a_png_of_several_runs(evaluated_run, tmp_path):
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and target.stat().st_size > 20_000
 
 
+@pytest.mark.slow
 def test_detect_prints_json_and_marks_tokens_over_the_threshold(evaluated_run):
     out, _ = evaluated_run
     folder = str(out / "export" / "discriminator")

@@ -8,8 +8,8 @@ import random
 import pytest
 import torch
 
-from .helpers.finetune_runs import finetune, finetune_in_process, predictions
 from .helpers.corpora import labelled_sentence, write_classification_csv, write_conll
+from .helpers.finetune_runs import finetune, finetune_in_process, predictions
 from .helpers.runs import TORCHRUN
 
 # Enough steps for the tiny model to learn a one-word rule: 240 examples, batch 16, 6 epochs at 3e-3, no layer decay.
@@ -31,6 +31,7 @@ def classification_files(tmp_path_factory):
     )
 
 
+@pytest.mark.slow
 def test_the_contract_command_writes_results_predictions_and_a_model_transformers_loads(
     tiny_export, classification_files, tmp_path
 ):
@@ -238,6 +239,7 @@ def test_glue_cola_files_without_a_header_and_a_test_file_to_predict(tiny_export
     assert all(r["prediction"] in ("0", "1") for r in test)
 
 
+@pytest.mark.slow
 def test_bad_input_is_named_in_one_line(tiny_export, classification_files, tmp_path):
     train, valid = classification_files
     odd = tmp_path / "valid.csv"
@@ -282,6 +284,7 @@ def test_bad_input_is_named_in_one_line(tiny_export, classification_files, tmp_p
     assert result.returncode == 1 and "task.hub=glue" in result.stderr and "offline" in result.stderr.lower()
 
 
+@pytest.mark.slow
 def test_two_processes_predict_every_validation_example_once(tiny_export, classification_files, tmp_path):
     train, valid = classification_files  # 61 validation examples: the last batch is uneven over 2 processes
     out = tmp_path / "out"

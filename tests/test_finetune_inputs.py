@@ -105,3 +105,12 @@ def test_pairs_are_cls_a_sep_b_sep_and_the_longer_text_is_cut_first(tiny_export)
     assert len(cut.input_ids) == 12 and cut.truncated
     kept_short = tokenizer.encode(short, add_special_tokens=False).ids
     assert cut.input_ids[1 : 1 + len(kept_short)] == kept_short  # the short text survives whole
+
+
+def test_every_configured_task_kind_has_its_strategy_and_metrics():
+    from electra_pretrain.finetune.config import TASK_KINDS
+    from electra_pretrain.finetune.kinds import KINDS
+
+    assert set(KINDS) == set(TASK_KINDS)
+    for name, kind in KINDS.items():
+        assert kind.name == name and kind.model_class.architecture.startswith("ElectraFor")

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from electra_pretrain.modeling import ElectraDiscriminator, ElectraGenerator
 from electra_pretrain.model_config import generator_config
+from electra_pretrain.modeling import ElectraDiscriminator, ElectraGenerator
 from electra_pretrain.pretrain.objective import Electra
 
 from .helpers.corpora import tiny_config
@@ -91,8 +91,8 @@ def test_ablation_variants_step_on_gpu():
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_fine_tuning_in_mixed_precision_learns_on_gpu(tiny_export, tmp_path, precision):
-    from .helpers.finetune_runs import finetune_in_process
     from .helpers.corpora import write_classification_csv
+    from .helpers.finetune_runs import finetune_in_process
 
     train = write_classification_csv(tmp_path / "train.csv", 240, seed=1)
     valid = write_classification_csv(tmp_path / "valid.csv", 61, seed=2)

@@ -2,6 +2,7 @@
 
 import collections
 
+import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -12,6 +13,7 @@ from .helpers.runs import overrides
 SYNCING = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__")
 
 
+@pytest.mark.slow
 def test_steps_that_do_not_log_make_no_host_sync(corpus, tmp_path, monkeypatch):
     """Counted in the training process; the examples are built in a dataloader worker, as on a GPU machine (its
     tensors are host memory anyway)."""

@@ -6,8 +6,8 @@ import torch.nn.functional as F
 import transformers
 from safetensors.torch import load_file
 
-from electra_pretrain.pretrain.config import ModelConfig
 from electra_pretrain.pretrain.build import build_electra
+from electra_pretrain.pretrain.config import ModelConfig
 from electra_pretrain.tokenizer import load_tokenizer, save_tokenizer
 
 from .helpers.runs import metrics, overrides, train
@@ -43,6 +43,7 @@ def released_pair(corpus, tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_lr_zero_step_exports_exactly_the_loaded_tensors(corpus, released_pair, tmp_path):
     out = tmp_path / "continued"
     args = [a for a in overrides(corpus, out, "trainer.max_steps=1", "optim.lr=0") if not a.startswith("tokenizer")]

@@ -6,9 +6,12 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from .helpers.runs import ROOT
 
 
+@pytest.mark.slow
 def test_slurm_script_renders_the_launch_and_requeues_after_the_trainer_saved(tmp_path):
     bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
     bin_dir.mkdir()

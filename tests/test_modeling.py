@@ -7,8 +7,8 @@ import torch
 import transformers
 from safetensors.torch import load_file, save_file
 
-from electra_pretrain.modeling import ElectraDiscriminator, ElectraGenerator
 from electra_pretrain.model_config import ElectraConfig, generator_config, preset_config
+from electra_pretrain.modeling import ElectraDiscriminator, ElectraGenerator
 
 # embedding_size < hidden_size (has embeddings_project) and embedding_size == hidden_size
 CONFIGS = {

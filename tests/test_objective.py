@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from electra_pretrain.modeling import ElectraDiscriminator, ElectraGenerator
 from electra_pretrain.model_config import ElectraConfig, generator_config
+from electra_pretrain.modeling import ElectraDiscriminator, ElectraGenerator
 from electra_pretrain.pretrain.objective import (
     DisentangledEmbeddings,
     Electra,
@@ -228,9 +228,9 @@ def mean_losses(model: Electra, ids, mask, draws: int = 20) -> tuple[float, floa
     return sum(o.mlm_loss.item() for o in outs) / draws, sum(o.rtd_loss.item() for o in outs) / draws
 
 
-# Under `tied` the 50x RTD gradient also pulls on the shared table, so the generator memorises more slowly.
-@pytest.mark.parametrize("sharing, mlm_factor, rtd_factor", [("tied", 3.0, 2.5), ("gdes", 10.0, 4.0)])
-def test_tiny_model_overfits_one_batch(sharing, mlm_factor, rtd_factor):
+def overfit(sharing: str, seed: int, steps: int = 300) -> tuple[float, float, float, float]:
+    """(MLM start, MLM end, RTD start, RTD end) of a 2-layer model trained on one batch."""
+    torch.manual_seed(seed)
     disc = tiny_config(
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
@@ -250,13 +250,25 @@ def test_tiny_model_overfits_one_batch(sharing, mlm_factor, rtd_factor):
     ids, mask = random_batch(batch=4, seq_len=16, pad_from=12)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     mlm_start, rtd_start = mean_losses(model, ids, mask)
-    for _ in range(400):
+    for _ in range(steps):
         optimizer.zero_grad()
         model(ids, mask).loss.backward()
         optimizer.step()
     mlm_end, rtd_end = mean_losses(model, ids, mask)
-    assert mlm_end < mlm_start / mlm_factor, (mlm_start, mlm_end)
-    assert rtd_end < rtd_start / rtd_factor, (rtd_start, rtd_end)
+    return mlm_start, mlm_end, rtd_start, rtd_end
+
+
+# One seed's run is chaotic: the last-bit differences between CPUs (AVX2 / AVX-512) or thread counts move a tied
+# run's RTD reduction between 2.3x and 5x. So three seeds are pooled and the thresholds sit well below what any of
+# them reached (measured over 1 and 2 threads, pooled: tied MLM 2.9-3.1x, RTD 2.8x; gdes MLM 43x, RTD 10-11x);
+# a model that does not learn stays near 1x. Under `tied` the 50x RTD gradient also pulls on the shared table, so
+# the generator memorises more slowly.
+@pytest.mark.parametrize("sharing, mlm_factor, rtd_factor", [("tied", 1.8, 1.6), ("gdes", 10.0, 4.0)])
+def test_tiny_model_overfits_one_batch(sharing, mlm_factor, rtd_factor):
+    runs = [overfit(sharing, seed) for seed in (0, 1, 2)]
+    mlm_start, mlm_end, rtd_start, rtd_end = (sum(values) / len(runs) for values in zip(*runs))
+    assert mlm_start / mlm_end > mlm_factor, runs
+    assert rtd_start / rtd_end > rtd_factor, runs
 
 
 def test_original_masked_count_is_the_expected_distinct_count_of_draws_with_replacement():

@@ -49,6 +49,7 @@ def wheel_site(tmp_path_factory):
     return folder / "site"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "entry", [("-m", "electra_pretrain.pretrain.app"), ("-m", "electra_pretrain", "train")], ids=["module", "cli"]
 )
@@ -71,6 +72,7 @@ def test_the_wheel_trains_from_another_directory(corpus, wheel_site, tmp_path, e
     assert version.stdout.startswith("electra-pretrain 0.1")
 
 
+@pytest.mark.slow
 def test_the_wheel_fine_tunes_from_another_directory(tiny_export, wheel_site, tmp_path):
     from .helpers.corpora import write_classification_csv
 

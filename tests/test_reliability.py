@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from electra_pretrain.modeling import ElectraDiscriminator, ElectraGenerator
 from electra_pretrain.pretrain.checkpoint import Checkpointer
 from electra_pretrain.pretrain.config import TrainerConfig
-from electra_pretrain.modeling import ElectraDiscriminator, ElectraGenerator
 from electra_pretrain.pretrain.objective import Electra
-from electra_pretrain.run_lock import RunLock
 from electra_pretrain.pretrain.step import LossSpikeGuard, SkipCounts, train_step
+from electra_pretrain.run_lock import RunLock
 from electra_pretrain.tokenizer import SPECIAL_TOKENS, load_tokenizer, train_tokenizer
 from electra_pretrain.wordpiece_trainer import count_words, learn_vocabulary
 
@@ -62,6 +62,7 @@ def test_wordpiece_merges_break_ties_by_text():
     assert vocab == [*SPECIAL_TOKENS, "a", "c", "e", "##b", "##d", "##f", "ab", "cd"]
 
 
+@pytest.mark.slow
 def test_same_command_twice_gives_the_same_tokenizer_and_weights(corpus, tmp_path):
     runs = [tmp_path / name for name in ("a", "b")]
     for out in runs:
@@ -91,6 +92,7 @@ def test_words_over_200_characters_are_left_out_of_training_and_are_unk():
 # 3. A degenerate tokenizer is an error; a failed start never blocks the corrected rerun.
 
 
+@pytest.mark.slow
 def test_empty_data_is_an_error_and_the_corrected_rerun_is_not_refused(corpus, tmp_path):
     (tmp_path / "empty.txt").write_text("")
     out = tmp_path / "run"
@@ -102,6 +104,7 @@ def test_empty_data_is_an_error_and_the_corrected_rerun_is_not_refused(corpus, t
     assert (out / "export" / "discriminator" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_a_tokenizer_that_turns_the_data_into_unk_is_refused(corpus, tmp_path):
     greek = tmp_path / "greek"
     greek.mkdir()
@@ -111,6 +114,7 @@ def test_a_tokenizer_that_turns_the_data_into_unk_is_refused(corpus, tmp_path):
     assert "into [UNK]" in error and "tokenizer.max_unknown_share=0.2" in error
 
 
+@pytest.mark.slow
 def test_a_moved_and_relatively_named_run_folder_resumes(corpus, uninterrupted, tmp_path):
     moved = copy_run(uninterrupted, tmp_path / "moved")
     relative = os.path.relpath(moved, ROOT)
@@ -126,6 +130,7 @@ def test_a_moved_and_relatively_named_run_folder_resumes(corpus, uninterrupted, 
 # 4. Signals to the whole job, data workers included, save and exit with the requeue code.
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
 def test_signal_to_every_process_with_a_data_worker_saves_and_exits_75(corpus, tmp_path, sig):
     out = tmp_path / "job"
@@ -158,6 +163,7 @@ def test_a_second_sigint_aborts():
 # 5. One run per folder; no process outlives its launcher.
 
 
+@pytest.mark.slow
 def test_a_second_run_in_the_same_folder_is_refused_naming_the_holder(corpus, tmp_path):
     out = tmp_path / "busy"
     lock = RunLock(out)
@@ -188,6 +194,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGUSR1], ids=lambda s: s.name)
 def test_workers_save_and_stop_when_their_launcher_dies(corpus, tmp_path, sig):
     out = tmp_path / "orphans"
@@ -222,6 +229,7 @@ def test_workers_save_and_stop_when_their_launcher_dies(corpus, tmp_path, sig):
 # 6. Damage is caught by checksums and repaired from what is intact.
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["model.safetensors", "optimizer.pt"])
 def test_a_flipped_bit_is_caught_and_the_previous_checkpoint_used(corpus, uninterrupted, tmp_path, name):
     out = copy_run(uninterrupted, tmp_path / "flipped")
@@ -234,6 +242,7 @@ def test_a_flipped_bit_is_caught_and_the_previous_checkpoint_used(corpus, uninte
     assert f"{name} does not match its checksum" in text and "step_8 at step 8" in text
 
 
+@pytest.mark.slow
 def test_a_damaged_run_tokenizer_is_restored_from_the_checkpoint(corpus, tmp_path):
     out = tmp_path / "own"
     args = [*without(overrides(corpus, out, "trainer.max_steps=4"), "tokenizer.path"), "tokenizer.vocab_size=300"]
@@ -275,8 +284,8 @@ def test_non_finite_weights_are_never_checkpointed(tmp_path):
 def test_a_loss_spike_or_a_non_finite_step_leaves_weights_and_moments_untouched(implementation):
     from accelerate import Accelerator
 
-    from electra_pretrain.pretrain.config import OptimConfig
     from electra_pretrain.optim import build_optimizer
+    from electra_pretrain.pretrain.config import OptimConfig
 
     model = _tiny_electra()
     optimizer = build_optimizer(model, OptimConfig(implementation=implementation), lr=5e-4)
@@ -303,6 +312,7 @@ def test_a_loss_spike_or_a_non_finite_step_leaves_weights_and_moments_untouched(
     assert guard.state_dict() == {"mean": 1.0, "accepted": 1}
 
 
+@pytest.mark.slow
 def test_loss_spikes_stop_the_run_at_the_next_check_when_asked(corpus, tmp_path):
     out = tmp_path / "spiky"
     # lr 0.05 makes the loss jump past 1.01 x its running mean within the first steps
@@ -324,6 +334,7 @@ def test_loss_spikes_stop_the_run_at_the_next_check_when_asked(corpus, tmp_path)
     assert not list((out / "checkpoints").glob("step_*"))
 
 
+@pytest.mark.slow
 def test_a_blown_up_run_stops_without_checkpointing_garbage(corpus, tmp_path):
     out = tmp_path / "blown"
     error = one_line_error(
@@ -336,6 +347,7 @@ def test_a_blown_up_run_stops_without_checkpointing_garbage(corpus, tmp_path):
 # 8. Input that is not what it claims to be.
 
 
+@pytest.mark.slow
 def test_binary_files_are_skipped_and_counted_and_nothing_left_is_an_error(corpus, tmp_path):
     data = tmp_path / "mixed"
     data.mkdir()
@@ -358,6 +370,7 @@ def test_binary_files_are_skipped_and_counted_and_nothing_left_is_an_error(corpu
     assert "holds no text file (2 binary file(s) skipped)" in error
 
 
+@pytest.mark.slow
 def test_structured_files_read_as_plain_text_are_refused(corpus, tmp_path):
     (tmp_path / "table.csv").write_text("text,label\nhello world,1\n")
     args = without(overrides(corpus, tmp_path / "run"), "data.files")
@@ -365,6 +378,7 @@ def test_structured_files_read_as_plain_text_are_refused(corpus, tmp_path):
     assert "table.csv is a csv file" in error and "data.format=auto" in error
 
 
+@pytest.mark.slow
 def test_a_malformed_jsonl_record_is_named_by_file_and_line(corpus, tmp_path):
     path = tmp_path / "docs.jsonl"
     path.write_text('{"text": "one two three"}\n\n{"text": "four"}\n{"text": broken\n')
@@ -373,6 +387,7 @@ def test_a_malformed_jsonl_record_is_named_by_file_and_line(corpus, tmp_path):
     assert f"{path}:4: not a JSON record" in error
 
 
+@pytest.mark.slow
 def test_damaged_tokenizer_and_config_files_are_one_line_errors(tmp_path, uninterrupted):
     (tmp_path / "vocab.txt").write_bytes(b"[PAD]\n\xff\xfe\x00garbage\n")
     with pytest.raises(ValueError, match=r"vocab.txt: not a vocabulary file \(invalid UTF-8"):
@@ -394,6 +409,7 @@ def test_damaged_tokenizer_and_config_files_are_one_line_errors(tmp_path, uninte
     assert "holds ElectraForMaskedLM weights" in one_line_error(detect)
 
 
+@pytest.mark.slow
 def test_fp16_on_cpu_is_refused(corpus, tmp_path):
     error = one_line_error(train(overrides(corpus, tmp_path / "run", "trainer.mixed_precision=fp16"), check=False))
     assert "trainer.mixed_precision=fp16 needs a GPU" in error
@@ -402,6 +418,7 @@ def test_fp16_on_cpu_is_refused(corpus, tmp_path):
 # 9. A full disk.
 
 
+@pytest.mark.slow
 def test_a_full_disk_leaves_the_previous_checkpoint_and_no_partial_folder(corpus, uninterrupted, tmp_path):
     out = copy_run(uninterrupted, tmp_path / "full")
     limit = (out / "checkpoints" / "step_12" / "model.safetensors").stat().st_size // 2
@@ -429,6 +446,7 @@ def test_a_full_disk_leaves_the_previous_checkpoint_and_no_partial_folder(corpus
 # 10. metrics.jsonl after a resume.
 
 
+@pytest.mark.slow
 def test_metrics_after_a_resume_hold_every_step_once_in_whole_lines(corpus, uninterrupted, tmp_path):
     out = copy_run(uninterrupted, tmp_path / "again")
     shutil.rmtree(out / "checkpoints" / "step_12")  # resume from 8: steps 9-12 are trained and logged again
@@ -442,6 +460,7 @@ def test_metrics_after_a_resume_hold_every_step_once_in_whole_lines(corpus, unin
 # 11. Hydra sweeps.
 
 
+@pytest.mark.slow
 def test_sweep_jobs_get_their_own_folders_and_a_refused_job_does_not_end_the_sweep(corpus, tmp_path):
     out = tmp_path / "sweep"
     lock = RunLock(out / "0")  # job 0's folder is busy

@@ -1,6 +1,6 @@
 """The fine-tuner: every seed of one task, then results.json, predictions/ and model/ (the command: finetune/app.py).
 
-For each seed: a task model from the pretrained encoder (task_models.py), AdamW with layer-wise learning-rate decay,
+For each seed: a task model from the pretrained encoder (models.py, the kind's head), AdamW with layer-wise learning-rate decay,
 10% warmup then linear decay, `trainer.epochs` passes over the shuffled training set in dynamically padded batches,
 a validation score after every epoch; the best (or last) epoch is kept. Then output_dir holds
   results.json             {"validation": {metric: median over seeds}, "validation_mean": ..., "per_seed": [...]}

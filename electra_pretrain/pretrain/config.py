@@ -48,7 +48,7 @@ class ModelConfig:
     embedding_size: int | None = None
     num_attention_heads: int | None = None
     intermediate_size: int | None = None
-    # Continued pretraining from transformers-format folders (pretrained.py); their config.json sets the sizes.
+    # Continued pretraining from transformers-format folders (init_from.py); their config.json sets the sizes.
     init_from: str | None = None  # an export root: DIR/discriminator + DIR/generator
     init_discriminator: str | None = None  # or a released-layout discriminator folder
     init_generator: str | None = None  # and optionally its generator (else a fresh one shares its embeddings)

@@ -262,6 +262,12 @@ class Trainer:
     def train(self) -> int:
         """Train to trainer.max_steps, or until a stop signal; returns the exit code (0, or EXIT_STOPPED)."""
         config, accelerator, state = self.config.trainer, self.accelerator, self.state
+        if state.step >= config.max_steps:
+            accelerator.print(
+                f"nothing to do: {self.output_dir} is already at step {state.step} of trainer.max_steps="
+                f"{config.max_steps}; to train further raise trainer.max_steps (with trainer.allow_config_change="
+                "[trainer.max_steps]), or give a new run its own output_dir"
+            )
         stop = StopFlag()
         # A progress bar on a terminal; in a log file (a SLURM .out) a plain line per log step instead.
         self.progress = tqdm(

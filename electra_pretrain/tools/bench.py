@@ -100,7 +100,7 @@ class Variant:
     kind: str = "ours"  # ours | reference-eager | reference-sdpa
     precision: str = "no"  # no | fp16 | bf16 (accelerate mixed precision)
     attention: str = "sdpa"  # model.attn_implementation
-    optimizer: str = "auto"  # optim.implementation: fused on CUDA, foreach on CPU
+    optimizer: str = "auto"  # optim.implementation: auto is fused (config_base.OPTIMIZER_IMPLEMENTATIONS)
     dropout: str = "auto"  # model.dropout_implementation
     logits: str = "slots"  # slots | all: (B, L, V) logits, slots gathered | all+sampling: also sampled everywhere
     sync_every_step: bool = False  # read the loss on the host after every step, as loops that print it do
