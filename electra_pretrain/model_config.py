@@ -68,6 +68,13 @@ class ElectraConfig:
         path.write_text(json.dumps(self.to_dict(architecture, extras), indent=2, sort_keys=True) + "\n")
 
     @classmethod
+    def architectures(cls, directory: str | Path) -> list[str]:
+        """config.json's `architectures` (which head the weights carry); empty when it names none."""
+        cls.load(directory)  # a missing or damaged config.json is named here
+        raw = json.loads((Path(directory) / CONFIG_NAME).read_text())
+        return list(raw.get("architectures") or [])
+
+    @classmethod
     def load(cls, directory: str | Path) -> ElectraConfig:
         """Read config.json; fields transformers adds that do not shape the weights (summary_*, ...) are ignored."""
         path = Path(directory) / CONFIG_NAME

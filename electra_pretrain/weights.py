@@ -19,6 +19,8 @@ from electra_pretrain.tokenizer import token_id
 
 log = logging.getLogger(__name__)
 PICKLED_WEIGHTS = "pytorch_model.bin"
+# An export root of this project holds discriminator/ + generator/ (ELECTRA) or mlm/ (the masked-LM baseline).
+DISCRIMINATOR_FOLDER, GENERATOR_FOLDER, MASKED_LM_FOLDER = "discriminator", "generator", "mlm"
 
 
 def read_weights(folder: Path) -> dict[str, torch.Tensor]:

@@ -83,7 +83,7 @@ def test_classification_learns_and_seeds_are_independent_and_repeatable(tiny_exp
     common = [f"model_path={tiny_export}", f"task.train_files=[{train}]", f"task.validation_files=[{valid}]", *LEARNS]
     both = finetune_in_process([*common, "seeds=[0,1]", f"output_dir={tmp_path / 'both'}"])
     alone = finetune_in_process([*common, "seed=1", f"output_dir={tmp_path / 'alone'}"])
-    assert [s["seed"] for s in both["per_seed"]] == [0, 1]
+    assert [s["seed"] for s in both["per_seed"]] == [0, 1] and both["per_seed"][0]["train_examples"] == 240
     scores = [s["validation"]["accuracy"] for s in both["per_seed"]]
     assert min(scores) >= 0.9, scores  # the marker word is learnt (chance: about 0.5)
     assert both["validation"]["accuracy"] == pytest.approx(sorted(scores)[0] / 2 + sorted(scores)[1] / 2)
@@ -305,3 +305,26 @@ def test_two_processes_predict_every_validation_example_once(tiny_export, classi
     assert [r["index"] for r in rows] == list(range(61))
     results = json.loads((out / "results.json").read_text())
     assert results["validation"]["accuracy"] == pytest.approx(sum(r["prediction"] == r["label"] for r in rows) / 61)
+
+
+def test_max_train_examples_trains_each_seed_on_its_own_stratified_subsample(
+    tiny_export, classification_files, tmp_path
+):
+    train, valid = classification_files
+    common = [f"model_path={tiny_export}", f"task.train_files=[{train}]", f"task.validation_files=[{valid}]"]
+    results = finetune_in_process(
+        [*common, "task.max_train_examples=20", "seeds=[0,1]", "trainer.epochs=1", f"output_dir={tmp_path / 'a'}"]
+    )
+    assert [s["train_examples"] for s in results["per_seed"]] == [20, 20]
+    losses = [s["epochs"][0]["train_loss"] for s in results["per_seed"]]
+    fixed = finetune_in_process(
+        [
+            *common,
+            "task.max_train_examples=20",
+            "task.subsample_seed=0",
+            "seed=1",
+            "trainer.epochs=1",
+            f"output_dir={tmp_path / 'b'}",
+        ]
+    )
+    assert fixed["per_seed"][0]["epochs"][0]["train_loss"] != losses[1]  # seed 1 on seed 0's subsample

@@ -114,3 +114,18 @@ def test_every_configured_task_kind_has_its_strategy_and_metrics():
     assert set(KINDS) == set(TASK_KINDS)
     for name, kind in KINDS.items():
         assert kind.name == name and kind.model_class.architecture.startswith("ElectraFor")
+
+
+def test_a_stratified_subsample_is_seeded_proportional_and_keeps_every_class():
+    from electra_pretrain.finetune.data import stratified_sample
+
+    strata = ["ham"] * 690 + ["spam"] * 300 + ["rare"] * 10
+    picked = stratified_sample(strata, 100, seed=3)
+    assert len(picked) == len(set(picked)) == 100 and picked == sorted(picked)
+    counts = {s: sum(strata[i] == s for i in picked) for s in ("ham", "spam", "rare")}
+    assert counts == {"ham": 69, "spam": 30, "rare": 1}
+    assert stratified_sample(strata, 100, seed=3) == picked and stratified_sample(strata, 100, seed=4) != picked
+    small = stratified_sample(strata, 3, seed=0)  # fewer than proportion allows: one of each class
+    assert sorted(strata[i] for i in small) == ["ham", "rare", "spam"]
+    with pytest.raises(ValueError, match="task.max_train_examples=2 cannot hold one example of each of the 3 classes"):
+        stratified_sample(strata, 2, seed=0)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from electra_pretrain.pretrain.config import DATA_FORMATS, DOCUMENT_BOUNDARIES
 from electra_pretrain.pretrain.plot import X_AXES
@@ -57,11 +56,8 @@ def add_export(sub: argparse._SubParsersAction) -> None:
 def export_command(args: argparse.Namespace) -> None:
     from electra_pretrain.pretrain.export import export_checkpoint
 
-    export_checkpoint(args.checkpoint, args.out)
-    print(
-        f"exported {Path(args.out) / 'discriminator'} (ElectraForPreTraining) and "
-        f"{Path(args.out) / 'generator'} (ElectraForMaskedLM)"
-    )
+    folders = export_checkpoint(args.checkpoint, args.out)
+    print(f"exported {' and '.join(str(folder) for folder in folders)}")
 
 
 def add_detect(sub: argparse._SubParsersAction) -> None:

@@ -50,6 +50,10 @@ class TaskConfig:
     conll_tag_column: int = -1
     metrics: list[str] = field(default_factory=lambda: ["accuracy"])  # the first one selects the kept epoch / seed
     max_length: int = 128  # tokens, [CLS] and [SEP] included; batches are padded to their longest example only
+    # Train on a subsample of this many training examples (label-scarce studies): stratified by label, every class
+    # present, drawn with task.subsample_seed, or with each run's seed when that is not set.
+    max_train_examples: int | None = None
+    subsample_seed: int | None = None
 
     def __post_init__(self) -> None:
         check_choice("task.kind", self.kind, TASK_KINDS)
@@ -62,6 +66,8 @@ class TaskConfig:
             raise ValueError(f"task.text_fields={list(self.text_fields)}: give one field, or two for sentence pairs")
         if self.kind == "regression" and self.labels:
             raise ValueError("task.labels is for classification; a regression task has no label names")
+        if self.max_train_examples is not None and self.max_train_examples < 1:
+            raise ValueError(f"task.max_train_examples must be >= 1, got {self.max_train_examples}")
         if self.max_length < 8:
             raise ValueError(f"task.max_length must be >= 8, got {self.max_length}")
         if self.hub and (self.train_files or self.validation_files or self.test_files):

@@ -3,6 +3,7 @@ predictions, scores and prediction rows (each step delegated to the task's kind)
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,15 @@ class TaskData:
 
     def labelled(self, split: str) -> bool:
         return all(e.label is not None for e in self.examples[split])
+
+    def train_subsample(self, size: int | None, seed: int) -> list[Feature]:
+        """The training features, or a stratified subsample of `size` examples (all of them when there are no
+        more): each stratum (class) in proportion to its share, at least one of each, drawn with `seed`."""
+        examples, features = self.examples["train"], self.features["train"]
+        if size is None or size >= len(examples):
+            return features
+        chosen = set(stratified_sample([self.kind.stratum(e) for e in examples], size, seed))
+        return [f for f in features if f.example in chosen]
 
     def predictions(self, split: str, outputs: list) -> list[Prediction]:
         """Per example, from the outputs of every feature of the split (in feature order)."""
@@ -56,12 +66,44 @@ class TaskData:
             [
                 f"task:      {task.name} ({task.kind}), {described}, metrics {list(task.metrics)}",
                 f"model:     {folder} ({config.model_init} weights)",
-                f"examples:  {sizes}",
+                f"examples:  {sizes}"
+                + (
+                    f"; training on {task.max_train_examples} of them (task.max_train_examples, stratified, drawn "
+                    f"with {'each seed' if task.subsample_seed is None else f'seed {task.subsample_seed}'})"
+                    if task.max_train_examples is not None and task.max_train_examples < len(self.examples["train"])
+                    else ""
+                ),
                 f"length:    at most {task.max_length} tokens; {self.kind.unit} cut off by that limit: {cut}",
                 f"seeds:     {config.run_seeds()}, {config.trainer.epochs} epochs, batch {config.trainer.batch_size}, "
                 f"kept epoch: {config.trainer.keep}",
             ]
         )
+
+
+def stratified_sample(strata: list, size: int, seed: int) -> list[int]:
+    """Indices of `size` items: each stratum gets its share of `size` (largest remainders), at least one item, and
+    its items are drawn uniformly with a generator seeded by `seed`; returned in their original order."""
+    groups: dict = {}
+    for index, stratum in enumerate(strata):
+        groups.setdefault(stratum, []).append(index)
+    if size < len(groups):
+        raise ValueError(
+            f"task.max_train_examples={size} cannot hold one example of each of the {len(groups)} classes; raise it"
+        )
+    keys = sorted(groups, key=str)
+    exact = {k: size * len(groups[k]) / len(strata) for k in keys}
+    quota = {k: max(1, int(exact[k])) for k in keys}
+    by_remainder = sorted(keys, key=lambda k: (-(exact[k] - int(exact[k])), str(k)))
+    while sum(quota.values()) < size:
+        k = next(k for k in by_remainder if quota[k] < len(groups[k]))
+        quota[k] += 1
+        by_remainder.remove(k)
+        by_remainder.append(k)
+    while sum(quota.values()) > size:  # the at-least-one rule took some from larger classes
+        k = max((k for k in keys if quota[k] > 1), key=lambda k: (quota[k] - exact[k], str(k)))
+        quota[k] -= 1
+    rng = random.Random(seed)
+    return sorted(i for k in keys for i in rng.sample(groups[k], quota[k]))
 
 
 def read_task(kind: TaskKind, task: TaskConfig) -> dict[str, list[TaskExample]]:

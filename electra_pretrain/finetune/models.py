@@ -22,7 +22,7 @@ from electra_pretrain.dropout import Dropout
 from electra_pretrain.finetune.batches import IGNORE
 from electra_pretrain.model_config import ElectraConfig
 from electra_pretrain.modeling import ElectraPreTrainedBase
-from electra_pretrain.weights import checked_config, read_weights
+from electra_pretrain.weights import DISCRIMINATOR_FOLDER, MASKED_LM_FOLDER, checked_config, read_weights
 
 log = logging.getLogger(__name__)
 ENCODER_PREFIX = "electra."
@@ -130,15 +130,17 @@ class ElectraForTokenClassification(TaskModel):
 
 
 def model_folder(path: str | Path) -> Path:
-    """An export root of this project (path/discriminator) or a model folder itself (path/config.json)."""
+    """An export root of this project (its discriminator/, or the masked-LM baseline's mlm/) or a model folder
+    itself (path/config.json)."""
     path = Path(path)
-    if (path / "discriminator" / "config.json").is_file():
-        return path / "discriminator"
+    for name in (DISCRIMINATOR_FOLDER, MASKED_LM_FOLDER):
+        if (path / name / "config.json").is_file():
+            return path / name
     if (path / "config.json").is_file():
         return path
     raise FileNotFoundError(
-        f"model_path={path}: no config.json there nor in {path / 'discriminator'} (name an "
-        "export folder, its discriminator/, or a transformers ELECTRA folder)"
+        f"model_path={path}: no config.json there nor in {path / DISCRIMINATOR_FOLDER} or {path / MASKED_LM_FOLDER} "
+        "(name an export folder, its discriminator/, or a transformers ELECTRA folder)"
     )
 
 

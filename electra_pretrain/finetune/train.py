@@ -45,6 +45,7 @@ class SeedResult:
     validation: dict[str, float]
     epochs: list[dict] = field(default_factory=list)
     train_examples_per_s: float = 0.0
+    train_examples: int = 0  # examples trained on (task.max_train_examples: the subsample)
     test: dict[str, float] | None = None
     predictions: dict[str, list[Prediction]] = field(default_factory=dict)  # split -> the kept epoch's
     state: dict[str, torch.Tensor] | None = None  # the kept weights (CPU)
@@ -54,6 +55,7 @@ class SeedResult:
             "seed": self.seed,
             "kept_epoch": self.kept_epoch,
             "validation": self.validation,
+            "train_examples": self.train_examples,
             "train_examples_per_s": round(self.train_examples_per_s, 1),
             "epochs": self.epochs,
         }
@@ -89,8 +91,10 @@ class FineTuner:
         )
         optimizer = build_optimizer(model, config.optim, self.lr, groups)
         collate = data.kind.collate(token_id(data.tokenizer, "[PAD]"))
+        subsample_seed = seed if config.task.subsample_seed is None else config.task.subsample_seed
+        self.train_features = data.train_subsample(config.task.max_train_examples, subsample_seed)
         train = torch.utils.data.DataLoader(
-            TaskDataset(data.features["train"]),
+            TaskDataset(self.train_features),
             batch_size=trainer.batch_size // accelerator.num_processes,
             shuffle=True,
             collate_fn=collate,
@@ -144,6 +148,7 @@ class FineTuner:
             epochs.append(row)
         assert result is not None and result.state is not None, "trainer.epochs >= 1"
         result.epochs, result.train_examples_per_s = epochs, statistics.mean(examples_per_s)
+        result.train_examples = len(self.train_features)
         if "test" in self.eval_loaders:
             self.task_model.load_state_dict(result.state)
             result.predictions["test"] = self.predict("test")

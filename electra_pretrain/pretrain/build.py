@@ -1,4 +1,5 @@
-"""Building the pretraining model for a config and a tokenizer: fresh weights, or the folders of model.init_from.
+"""Building the pretraining model for a config and a tokenizer: the joint `Electra` module (model.objective=rtd),
+fresh or from the folders of model.init_from, or the `MaskedLM` baseline (model.objective=mlm).
 
 The vocabulary size and the special tokens come from the tokenizer (by name); sizes from the model config, or from
 the folders' config.json when continuing from them.
@@ -14,7 +15,7 @@ from electra_pretrain.dropout import set_dropout_implementation
 from electra_pretrain.modeling import ElectraDiscriminator, ElectraGenerator
 from electra_pretrain.pretrain.config import ModelConfig
 from electra_pretrain.pretrain.init_from import init_folders, pretrained_pair
-from electra_pretrain.pretrain.objective import Electra
+from electra_pretrain.pretrain.objective import Electra, MaskedLM, Objective
 from electra_pretrain.tokenizer import special_token_ids
 
 
@@ -32,6 +33,38 @@ def original_init(electra: Electra) -> None:
     for layer in layers:
         nn.init.xavier_uniform_(layer.weight)
         nn.init.zeros_(layer.bias)
+
+
+def build_model(config: ModelConfig, tokenizer: Tokenizer, load_pretrained: bool = True) -> Objective:
+    """The model of config.objective: `Electra` (rtd) or `MaskedLM` (mlm)."""
+    if config.objective == "mlm":
+        specials = special_token_ids(tokenizer)
+        model = ElectraGenerator(
+            config.discriminator(tokenizer.get_vocab_size(), specials["pad"]), config.attn_implementation
+        )
+        masked_lm = masked_lm_module(model, config, tokenizer)
+        if config.original_init and hasattr(model.electra, "embeddings_project"):
+            with torch.no_grad():  # GR builds it with tf.layers.dense: Glorot-uniform, zero bias
+                nn.init.xavier_uniform_(model.electra.embeddings_project.weight)
+                nn.init.zeros_(model.electra.embeddings_project.bias)
+        return masked_lm
+    return build_electra(config, tokenizer, load_pretrained)
+
+
+def masked_lm_module(model: ElectraGenerator, config: ModelConfig, tokenizer: Tokenizer) -> MaskedLM:
+    """`MaskedLM` around a built model, with the masking settings of `config`."""
+    specials = special_token_ids(tokenizer)
+    masked_lm = MaskedLM(
+        model,
+        mask_token_id=specials["mask"],
+        special_token_ids=[specials[name] for name in ("pad", "cls", "sep", "mask")],
+        mask_prob=config.mask_prob,
+        mask_token_share=config.mask_token_share,
+        random_token_share=config.random_token_share,
+        masked_count=config.masked_count,
+    )
+    set_dropout_implementation(masked_lm, config.dropout_implementation)
+    return masked_lm
 
 
 def build_electra(config: ModelConfig, tokenizer: Tokenizer, load_pretrained: bool = True) -> Electra:

@@ -7,6 +7,7 @@ sub-config. Derived sizes (gradient accumulation, generator width) are computed 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
@@ -23,6 +24,7 @@ from electra_pretrain.model_config import (
 from electra_pretrain.tokenizer import MIN_VOCAB_SIZE
 from electra_pretrain.tracking import LoggingConfig, register_logging_configs
 
+OBJECTIVES = ("rtd", "mlm")  # replaced-token detection (ELECTRA) | BERT-style masked LM, the baseline
 EMBEDDING_SHARING = ("tied", "gdes", "none")  # objective.share_embeddings
 # How many tokens a row masks. distinct: round(mask_prob x maskable tokens). original: as many distinct tokens as
 # google-research/electra's rule corrupts on average (pretrain_helpers.py draws N = round(mask_prob x non-pad
@@ -42,6 +44,9 @@ class ModelConfig:
     """Architecture (a preset from google-research/electra) and the RTD objective."""
 
     preset: str = "tiny"  # tiny | small | base | large
+    # rtd: the joint generator + discriminator (ELECTRA); mlm: one encoder of the discriminator's size trained as a
+    # BERT-style masked LM with the same masking, data and schedule (the baseline RTD is measured against)
+    objective: str = "rtd"
     # Sizes that replace the preset's when set (e.g. a deeper or wider model for a time budget).
     num_hidden_layers: int | None = None
     hidden_size: int | None = None
@@ -70,6 +75,12 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         check_choice("model.preset", self.preset, sorted(PRESETS))
+        check_choice("model.objective", self.objective, OBJECTIVES)
+        if self.objective == "mlm" and (self.init_from or self.init_discriminator):
+            raise ValueError(
+                "model.objective=mlm trains a masked LM from scratch; model.init_from / "
+                "init_discriminator continue an ELECTRA pair (model.objective=rtd)"
+            )
         check_choice("model.embedding_sharing", self.embedding_sharing, EMBEDDING_SHARING)
         check_choice("model.attn_implementation", self.attn_implementation, ATTN_IMPLEMENTATIONS)
         check_choice("model.dropout_implementation", self.dropout_implementation, DROPOUT_IMPLEMENTATIONS)
@@ -239,6 +250,9 @@ class OptimConfig(AdamWConfig):
 @dataclass
 class TrainerConfig:
     max_steps: int = 1_000_000
+    # A compute budget instead: the run ends once it has spent this many training FLOPs (3 x forward, every
+    # position of every batch, padding included), and trainer.max_steps becomes the steps that reach it.
+    max_flops: float | None = None
     global_batch_size: int = 128  # sequences per optimizer step, over all processes
     micro_batch_size: int | None = None  # per process and forward pass; None: global / processes
     mixed_precision: str = "no"  # no | fp16 | bf16
@@ -271,8 +285,16 @@ class TrainerConfig:
                 raise ValueError(f"trainer.{name} must be >= 1, got {getattr(self, name)}")
         if self.eval_every < 0 or self.eval_tokens < 1:
             raise ValueError("trainer.eval_every must be >= 0 and trainer.eval_tokens >= 1")
+        if self.max_flops is not None and self.max_flops <= 0:
+            raise ValueError(f"trainer.max_flops must be > 0, got {self.max_flops}")
         if self.micro_batch_size is not None and self.micro_batch_size < 1:
             raise ValueError(f"trainer.micro_batch_size must be >= 1, got {self.micro_batch_size}")
+
+    def steps_for_budget(self, flops_per_step: float) -> int:
+        """trainer.max_steps, or with trainer.max_flops the steps that spend it (the last one may overshoot)."""
+        if self.max_flops is None:
+            return self.max_steps
+        return max(1, math.ceil(self.max_flops / flops_per_step))
 
     def accumulation_steps(self, num_processes: int) -> int:
         micro = self.micro_batch_size or self.global_batch_size // num_processes

@@ -16,6 +16,10 @@ Metrics (all over the whole held-out set, sums before ratios):
   random_replacement_auc                     the discriminator's ROC-AUC on the held-out text with
                                              `RANDOM_REPLACEMENT_SHARE` of its (non-special) tokens replaced by
                                              uniformly random vocabulary tokens: the same scale for any generator
+  effective_rank, mean_cosine                of the encoder's last-layer states of the ordinary tokens in the first
+                                             `REPRESENTATION_BATCHES` held-out batches (representations.py): a
+                                             collapsing representation shows here
+A masked-LM baseline (model.objective=mlm) reports mlm_loss, mlm_accuracy and the two representation figures.
 """
 
 from __future__ import annotations
@@ -32,19 +36,23 @@ from safetensors.torch import load_model
 from tokenizers import Tokenizer
 
 from electra_pretrain.jobs import yaml_mapping
+from electra_pretrain.model_config import ElectraConfig
 from electra_pretrain.modeling import ElectraDiscriminator, ElectraGenerator
-from electra_pretrain.pretrain.build import build_electra, joint_module
+from electra_pretrain.pretrain.build import build_model, joint_module, masked_lm_module
 from electra_pretrain.pretrain.config import ModelConfig, SourceSpec
-from electra_pretrain.pretrain.export import checkpoint_model_config
-from electra_pretrain.pretrain.objective import Electra
+from electra_pretrain.pretrain.export import TRAIN_CONFIG, checkpoint_model_config
+from electra_pretrain.pretrain.objective import Electra, MaskedLM, Objective
 from electra_pretrain.pretrain.packing import ExampleBuilder
+from electra_pretrain.pretrain.representations import effective_rank, mean_cosine
 from electra_pretrain.pretrain.sources import documents
 from electra_pretrain.pretrain.stream import Collator
 from electra_pretrain.tokenizer import load_tokenizer, special_token_ids, token_id
+from electra_pretrain.weights import MASKED_LM_FOLDER
 
 EVAL_SEED = 0
 EVAL_BATCH_ROWS = 32
 RANDOM_REPLACEMENT_SHARE = 0.15
+REPRESENTATION_BATCHES = 2  # up to 64 rows: some 8k token states, whatever the process count
 GENERATOR_METRICS = (
     "mlm_loss",
     "mlm_accuracy",
@@ -55,7 +63,8 @@ GENERATOR_METRICS = (
     "disc_precision",
     "disc_recall",
 )
-HELD_OUT_METRICS = (*GENERATOR_METRICS, "random_replacement_auc")
+REPRESENTATION_METRICS = ("effective_rank", "mean_cosine")
+HELD_OUT_METRICS = (*GENERATOR_METRICS, "random_replacement_auc", *REPRESENTATION_METRICS)
 # The sums `_generator_sums` returns, in order; every ratio is taken over the whole set, after the sums.
 SUMS = (
     "mlm_loss",
@@ -109,8 +118,9 @@ def roc_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 class Evaluator:
-    """Evaluates a joint module (every metric) or a discriminator alone (random_replacement_auc) on this
-    process's share of the held-out batches."""
+    """Evaluates a joint module (every metric), a masked-LM baseline (MLM and representation figures) or a
+    discriminator alone (random_replacement_auc and representation figures) on this process's share of the held-out
+    batches."""
 
     def __init__(self, batches: list[dict[str, torch.Tensor]], tokenizer: Tokenizer, accelerator: Accelerator):
         self.accelerator = accelerator
@@ -124,18 +134,28 @@ class Evaluator:
 
     @torch.no_grad()
     def __call__(
-        self, electra: Electra | None = None, discriminator: ElectraDiscriminator | None = None
+        self, model: Objective | None = None, discriminator: ElectraDiscriminator | None = None
     ) -> dict[str, float]:
-        if discriminator is None:
-            assert electra is not None, "a joint module or a discriminator"
+        """`model`: the joint module or the masked-LM baseline; `discriminator`: a discriminator alone (or the
+        joint module's own, the default)."""
+        electra = model if isinstance(model, Electra) else None
+        if discriminator is None and electra is not None:
             discriminator = electra.discriminator
-        modules = [m for m in (electra, discriminator) if m is not None]
+        encoder = discriminator if discriminator is not None else model.encoder_model if model is not None else None
+        assert encoder is not None, "a model or a discriminator"
+        modules = [m for m in (model, discriminator) if m is not None]
         modes = [m.training for m in modules]
         for m in modules:
             m.eval()
         device = self.accelerator.device
         sums = torch.zeros(len(SUMS), dtype=torch.float64, device=device)
-        scores: dict[str, list[torch.Tensor]] = {"disc": [], "disc_labels": [], "random": [], "random_labels": []}
+        scores: dict[str, list[torch.Tensor]] = {
+            "disc": [],
+            "disc_labels": [],
+            "random": [],
+            "random_labels": [],
+            "states": [],
+        }
         try:
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), self.accelerator.autocast():
                 for index, cpu_batch in self.batches:
@@ -143,11 +163,16 @@ class Evaluator:
                     torch.manual_seed(EVAL_SEED + index)
                     if electra is not None:
                         sums += self._generator_sums(electra(**batch), batch, scores)
-                    self._random_replacement(discriminator, batch, index, scores)
+                    elif isinstance(model, MaskedLM):
+                        sums += self._masked_lm_sums(model(**batch))
+                    if discriminator is not None:
+                        self._random_replacement(discriminator, batch, index, scores)
+                    if index < REPRESENTATION_BATCHES:
+                        self._token_states(encoder, batch, scores)
         finally:
             for m, mode in zip(modules, modes):
                 m.train(mode)
-        return self._reduce(sums, scores, electra is not None)
+        return self._reduce(sums, scores, electra is not None, isinstance(model, MaskedLM), discriminator is not None)
 
     def _generator_sums(self, out, batch: dict[str, torch.Tensor], scores: dict) -> torch.Tensor:
         weights = out.masked.weights  # (B, P)
@@ -174,6 +199,23 @@ class Evaluator:
                 replaced.sum(),
             ]
         ).double()
+
+    def _masked_lm_sums(self, out) -> torch.Tensor:
+        weights, labels = out.masked.weights, out.masked.labels
+        token_ce = F.cross_entropy(out.gen_logits.float().flatten(0, 1), labels.flatten(), reduction="none")
+        sums = torch.zeros(len(SUMS), dtype=torch.float64, device=weights.device)
+        sums[0] = (token_ce * weights.flatten()).sum()
+        sums[1] = weights.sum()
+        sums[2] = ((out.gen_logits.argmax(-1) == labels) & weights).sum()
+        return sums
+
+    def _token_states(self, encoder, batch: dict[str, torch.Tensor], scores: dict) -> None:
+        """The encoder's last-layer states of the ordinary (non-special, non-pad) tokens, flattened."""
+        ids = batch["input_ids"]
+        states = encoder.electra(ids, batch["attention_mask"], batch["token_type_ids"]).float()  # (B, L, H)
+        ordinary = batch["attention_mask"].bool() & ~torch.isin(ids, self.special_ids.to(ids.device))
+        scores["width"] = states.shape[-1]
+        scores["states"].append(states[ordinary].flatten())
 
     def _random_replacement(
         self, discriminator: ElectraDiscriminator, batch: dict[str, torch.Tensor], index: int, scores: dict
@@ -203,10 +245,24 @@ class Evaluator:
         width = max(sizes)
         return torch.cat([gathered[i * width : i * width + n] for i, n in enumerate(sizes)])
 
-    def _reduce(self, sums: torch.Tensor, scores: dict, with_generator: bool) -> dict[str, float]:
-        result = {
-            "random_replacement_auc": roc_auc(self._gather(scores["random"]), self._gather(scores["random_labels"]) > 0)
-        }
+    def _reduce(
+        self, sums: torch.Tensor, scores: dict, with_generator: bool, masked_lm: bool, with_discriminator: bool
+    ) -> dict[str, float]:
+        result: dict[str, float] = {}
+        if with_discriminator:
+            random_labels = self._gather(scores["random_labels"]) > 0
+            result["random_replacement_auc"] = roc_auc(self._gather(scores["random"]), random_labels)
+        states = self._gather(scores["states"])
+        width = int(
+            self.accelerator.reduce(torch.tensor(scores.get("width", 0), device=self.accelerator.device), "max")
+        )
+        states = states.view(-1, width) if width else states.view(0, 1)
+        result["effective_rank"] = effective_rank(states) if len(states) else float("nan")
+        result["mean_cosine"] = mean_cosine(states)
+        if masked_lm:
+            total = dict(zip(SUMS, self.accelerator.reduce(sums, "sum").tolist()))
+            predictions = max(total["predictions"], 1)
+            result.update(mlm_loss=total["mlm_loss"] / predictions, mlm_accuracy=total["mlm_correct"] / predictions)
         if not with_generator:
             return result
         total = dict(zip(SUMS, self.accelerator.reduce(sums, "sum").tolist()))
@@ -228,39 +284,47 @@ class Evaluator:
 class EvaluationTarget:
     """What `electra-pretrain evaluate PATH` found at PATH, and the data settings it was trained with."""
 
-    discriminator: ElectraDiscriminator
-    electra: Electra | None  # None for a discriminator folder alone
+    model: Objective | None  # the joint module or the masked-LM baseline; None for a discriminator folder alone
+    discriminator: ElectraDiscriminator | None  # None for the masked-LM baseline
     tokenizer: Tokenizer
     train_config: dict  # the resolved training config when PATH carries one, else {}
 
 
 def load_target(path: str | Path) -> EvaluationTarget:
     """A checkpoint folder (config.yaml, model.safetensors, tokenizer/), an export root (discriminator/ and
-    generator/), or a discriminator folder alone."""
+    generator/, or mlm/), or one model folder (a discriminator, or a masked LM)."""
     path = Path(path)
     if (path / "model.safetensors").is_file() and (path / "config.yaml").is_file():
         config_yaml, model_config = checkpoint_model_config(path)
         tokenizer = load_tokenizer(path / "tokenizer")
-        electra = build_electra(model_config, tokenizer, load_pretrained=False)  # the checkpoint holds the weights
-        load_model(electra, str(path / "model.safetensors"), strict=True)
-        return EvaluationTarget(electra.discriminator, electra, tokenizer, yaml_mapping(config_yaml))
+        model = build_model(model_config, tokenizer, load_pretrained=False)  # the checkpoint holds the weights
+        load_model(model, str(path / "model.safetensors"), strict=True)
+        discriminator = model.discriminator if isinstance(model, Electra) else None
+        return EvaluationTarget(model, discriminator, tokenizer, yaml_mapping(config_yaml))
+    train_config: dict = {}
+    model_config = ModelConfig()
+    if (path / TRAIN_CONFIG).is_file():
+        config_yaml, model_config = checkpoint_model_config(path, TRAIN_CONFIG)
+        train_config = yaml_mapping(config_yaml)
     if (path / "discriminator").is_dir() and (path / "generator").is_dir():
-        train_config = {}
-        model_config = ModelConfig()
-        if (path / "train_config.yaml").is_file():
-            config_yaml, model_config = checkpoint_model_config(path, "train_config.yaml")
-            train_config = yaml_mapping(config_yaml)
         tokenizer = load_tokenizer(path / "discriminator")
         discriminator = ElectraDiscriminator.from_pretrained(path / "discriminator")
         generator = ElectraGenerator.from_pretrained(path / "generator")
         # Each folder holds its own copy of the shared tables, so the two stay separate here ("none").
         electra = joint_module(generator, discriminator, model_config, tokenizer, embedding_sharing="none")
-        return EvaluationTarget(discriminator, electra, tokenizer, train_config)
+        return EvaluationTarget(electra, discriminator, tokenizer, train_config)
+    if (path / MASKED_LM_FOLDER / "config.json").is_file():
+        path = path / MASKED_LM_FOLDER
     if (path / "config.json").is_file():
-        return EvaluationTarget(ElectraDiscriminator.from_pretrained(path), None, load_tokenizer(path), {})
+        architectures = ElectraConfig.architectures(path)
+        tokenizer = load_tokenizer(path)
+        if ElectraGenerator.architecture in architectures:
+            masked_lm = masked_lm_module(ElectraGenerator.from_pretrained(path), model_config, tokenizer)
+            return EvaluationTarget(masked_lm, None, tokenizer, train_config)
+        return EvaluationTarget(None, ElectraDiscriminator.from_pretrained(path), tokenizer, train_config)
     raise FileNotFoundError(
         f"{path}: not a checkpoint folder (config.yaml + model.safetensors), an export folder "
-        "(discriminator/ + generator/) or a discriminator folder (config.json)"
+        "(discriminator/ + generator/, or mlm/) or a model folder (config.json)"
     )
 
 
@@ -291,6 +355,6 @@ def evaluate_path(
     rows = documents([spec], seed=EVAL_SEED, shuffle_files=False, held_out_share=held_out_share, held_out=True)
     batches = held_out_batches((row["text"] for row in rows), target.tokenizer, max_seq_length, max_tokens)
     evaluator = Evaluator(batches, target.tokenizer, Accelerator(cpu=device == "cpu"))
-    electra = target.electra.to(evaluator.accelerator.device) if target.electra is not None else None
-    discriminator = target.discriminator.to(evaluator.accelerator.device)
-    return {**evaluator(electra, discriminator), "tokens": evaluator.held_out_tokens}, max_seq_length
+    model = target.model.to(evaluator.accelerator.device) if target.model is not None else None
+    discriminator = target.discriminator.to(evaluator.accelerator.device) if target.discriminator else None
+    return {**evaluator(model, discriminator), "tokens": evaluator.held_out_tokens}, max_seq_length

@@ -1,5 +1,6 @@
-"""Export: `export/discriminator/` and `export/generator/`, transformers-format folders (config.json,
-model.safetensors) with the tokenizer files, for ElectraForPreTraining / ElectraForMaskedLM. Each folder carries
+"""Export: `export/discriminator/` and `export/generator/` (ELECTRA), or `export/mlm/` (the masked-LM baseline),
+transformers-format folders (config.json, model.safetensors) with the tokenizer files, for ElectraForPreTraining /
+ElectraForMaskedLM. Each folder carries
 a model card (README.md: sizes, tokenizer, data, steps and tokens seen, held-out metrics, the command) and its own
 copy of the training config, and every file is readable like any other (mode 0644 under the usual umask)."""
 
@@ -15,29 +16,36 @@ from safetensors.torch import load_model
 from tokenizers import Tokenizer
 
 from electra_pretrain.jobs import yaml_mapping
-from electra_pretrain.pretrain.build import build_electra
+from electra_pretrain.pretrain.build import build_model
 from electra_pretrain.pretrain.config import ModelConfig
-from electra_pretrain.pretrain.objective import Electra
+from electra_pretrain.pretrain.objective import Electra, MaskedLM, Objective
 from electra_pretrain.tokenizer import is_lowercase, load_tokenizer, save_tokenizer
+from electra_pretrain.weights import DISCRIMINATOR_FOLDER, GENERATOR_FOLDER, MASKED_LM_FOLDER
 
 TRAIN_CONFIG = "train_config.yaml"
 
 
-def export_models(
-    electra: Electra, tokenizer: Tokenizer, out: Path, config_yaml: str | None = None, provenance: dict | None = None
-) -> None:
-    """Write out/discriminator and out/generator, each a transformers folder with the tokenizer files.
+def export_model(
+    model: Objective, tokenizer: Tokenizer, out: Path, config_yaml: str | None = None, provenance: dict | None = None
+) -> list[Path]:
+    """Write the objective's models as transformers folders with the tokenizer files: out/discriminator and
+    out/generator (ELECTRA), or out/mlm (the masked-LM baseline); returns the folders.
 
     `provenance`: what the model card reports beyond the weights (step, tokens, held-out metrics, command).
     """
-    max_length = electra.discriminator.config.max_position_embeddings
-    for name, model in (("discriminator", electra.discriminator), ("generator", electra.generator)):
-        model.save_pretrained(out / name)
+    if isinstance(model, Electra):
+        parts = {DISCRIMINATOR_FOLDER: model.discriminator, GENERATOR_FOLDER: model.generator}
+    else:
+        assert isinstance(model, MaskedLM)
+        parts = {MASKED_LM_FOLDER: model.model}
+    max_length = model.encoder_model.config.max_position_embeddings
+    for name, part in parts.items():
+        part.save_pretrained(out / name)
         save_tokenizer(tokenizer, out / name, model_max_length=max_length)
         if config_yaml is not None:
             (out / name / TRAIN_CONFIG).write_text(config_yaml)
         (out / name / "README.md").write_text(
-            pretrained_model_card(name, model, tokenizer, config_yaml, provenance or {})
+            pretrained_model_card(name, part, tokenizer, config_yaml, provenance or {})
         )
     if config_yaml is not None:
         (out / TRAIN_CONFIG).write_text(config_yaml)
@@ -45,6 +53,7 @@ def export_models(
     for path in out.rglob("*"):
         if path.is_file():
             path.chmod(readable)
+    return [out / name for name in parts]
 
 
 def _umask() -> int:
@@ -59,10 +68,13 @@ def pretrained_model_card(name: str, model, tokenizer: Tokenizer, config_yaml: s
     trained = yaml_mapping(config_yaml) if config_yaml else {}
     data = trained.get("data", {})
     source = data.get("files") or data.get("hub") or [s.get("files") or s.get("hub") for s in data.get("sources", [])]
+    objective = (
+        "masked-language modelling, the BERT-style baseline" if name == MASKED_LM_FOLDER else "replaced-token detection"
+    )
     lines = [
-        f"# ELECTRA {name} ({architecture})",
+        f"# {'masked LM' if name == MASKED_LM_FOLDER else f'ELECTRA {name}'} ({architecture})",
         "",
-        "Pretrained with electra-pretrain (replaced-token detection).",
+        f"Pretrained with electra-pretrain ({objective}).",
         "",
         "| | |",
         "|---|---|",
@@ -79,7 +91,7 @@ def pretrained_model_card(name: str, model, tokenizer: Tokenizer, config_yaml: s
         lines.append(f"| held-out {key} | {value:.4f} |")
     if provenance.get("command"):
         lines.append(f"| command | `{provenance['command']}` |")
-    usage = "ElectraForPreTraining" if name == "discriminator" else "ElectraForMaskedLM"
+    usage = architecture
     lines += [
         "",
         "```python",
@@ -105,23 +117,24 @@ def checkpoint_model_config(folder: Path, name: str = "config.yaml") -> tuple[st
         raise ValueError(f"{path}: not a training config this version reads ({first})") from None
 
 
-def export_checkpoint(checkpoint: str | Path, out: str | Path) -> None:
-    """Export a resume checkpoint folder on its own (its config.yaml and tokenizer/ say how to rebuild it)."""
+def export_checkpoint(checkpoint: str | Path, out: str | Path) -> list[Path]:
+    """Export a resume checkpoint folder on its own (its config.yaml and tokenizer/ say how to rebuild it);
+    returns the folders written."""
     checkpoint, out = Path(checkpoint), Path(out)
     for needed in ("config.yaml", "tokenizer", "model.safetensors"):
         if not (checkpoint / needed).exists():
             raise FileNotFoundError(f"{checkpoint}: no {needed}; is this an output_dir/checkpoints/step_<N> folder?")
     config_yaml, model_config = checkpoint_model_config(checkpoint)
     tokenizer = load_tokenizer(checkpoint / "tokenizer")
-    electra = build_electra(model_config, tokenizer, load_pretrained=False)  # the checkpoint holds the weights
-    load_model(electra, str(checkpoint / "model.safetensors"), strict=True)
+    model = build_model(model_config, tokenizer, load_pretrained=False)  # the checkpoint holds the weights
+    load_model(model, str(checkpoint / "model.safetensors"), strict=True)
     state = (
         json.loads((checkpoint / "trainer_state.json").read_text())
         if (checkpoint / "trainer_state.json").is_file()
         else {}
     )
-    export_models(
-        electra,
+    return export_model(
+        model,
         tokenizer,
         out,
         config_yaml,

@@ -11,21 +11,24 @@ import torch
 
 from electra_pretrain.flops import encoder_forward_flops
 from electra_pretrain.model_config import ElectraConfig
-from electra_pretrain.pretrain.step import STEP_METRICS, StepResult
+from electra_pretrain.pretrain.objective import Electra, MaskedLM, Objective
+from electra_pretrain.pretrain.step import StepResult
 
 
 class IntervalMetrics:
     """Device sums over the steps of one log interval; reduced over processes (one host sync) only when logged."""
 
-    def __init__(self, device: torch.device, log_every: int):
+    def __init__(self, device: torch.device, log_every: int, names: tuple[str, ...]):
+        """`names`: the objective's logged values (Electra.logged, MaskedLM.logged)."""
         self.log_every = log_every
-        self.sums = {name: torch.zeros((), device=device) for name in (*STEP_METRICS, "grad_norm")}
+        self.names = names
+        self.sums = {name: torch.zeros((), device=device) for name in (*names, "grad_norm")}
         self.tokens = torch.zeros((), device=device)
         self.steps = 0
         self.throughput = Throughput()
 
     def add(self, result: StepResult) -> None:
-        for name in STEP_METRICS:
+        for name in self.names:
             self.sums[name] += result.metrics[name]
         self.sums["grad_norm"] += result.grad_norm.float()
         self.tokens += result.tokens
@@ -44,6 +47,22 @@ class IntervalMetrics:
             value.zero_()
         self.steps = 0
         return record, tokens
+
+
+def train_flops_per_token(model: Objective, seq_len: int, predictions_per_seq: int) -> float:
+    """Training FLOPs per position (3 x forward) of the objective's models."""
+    if isinstance(model, Electra):
+        return electra_train_flops_per_token(
+            model.generator.config, model.discriminator.config, seq_len, predictions_per_seq
+        )
+    assert isinstance(model, MaskedLM)
+    return masked_lm_train_flops_per_token(model.model.config, seq_len, predictions_per_seq)
+
+
+def masked_lm_train_flops_per_token(config: ElectraConfig, seq_len: int, predictions_per_seq: int) -> float:
+    """The masked-LM baseline: one encoder, the MLM head (h -> E -> V) only at the masked positions."""
+    mlm_head = 2 * (config.hidden_size * config.embedding_size + config.embedding_size * config.vocab_size)
+    return 3 * (encoder_forward_flops(config, seq_len) + mlm_head * predictions_per_seq / seq_len)
 
 
 def electra_train_flops_per_token(

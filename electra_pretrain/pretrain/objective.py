@@ -1,10 +1,13 @@
-"""The replaced-token-detection objective: masking, sampling and the joint `Electra` module.
+"""The pretraining objectives: masking, sampling, the joint `Electra` module (replaced-token detection) and the
+`MaskedLM` baseline.
 
 Contract: `Electra(generator, discriminator, ...)(input_ids, attention_mask, token_type_ids)` masks the batch, runs
 the generator only at masked positions, samples replacements (Gumbel-max, fp32, no gradient), runs the discriminator
-on the corrupted batch and returns `ElectraOutput(loss, mlm_loss, rtd_loss, metrics)`. Every shape is static and no
-value leaves the device, so a step has no host sync. Semantics follow google-research/electra pretrain_helpers.py and
-run_pretraining.py (docs/design.md).
+on the corrupted batch and returns `ElectraOutput(loss, mlm_loss, rtd_loss, metrics)`. `MaskedLM(model, ...)` is
+BERT-style masked-language modelling with one encoder of the discriminator's size and the same masking, as
+google-research/electra's `electra_objective=False`; it returns `MaskedLMOutput(loss, mlm_loss, metrics)`. Every
+shape is static and no value leaves the device, so a step has no host sync. Semantics follow google-research/electra
+pretrain_helpers.py and run_pretraining.py (docs/design.md).
 """
 
 from __future__ import annotations
@@ -160,11 +163,38 @@ class ElectraOutput:
     disc_logits: torch.Tensor | None = None  # (B, L)
     is_replaced: torch.Tensor | None = None  # (B, L) bool: the discriminator's targets
 
+    def scalars(self) -> dict[str, torch.Tensor]:
+        """Every () value a step logs, by name (Electra.logged names the ones a step sums)."""
+        return {"loss": self.loss, "mlm_loss": self.mlm_loss, "rtd_loss": self.rtd_loss, **self.metrics}
+
+
+@dataclass
+class MaskedLMOutput:
+    loss: torch.Tensor  # () = mlm_loss
+    mlm_loss: torch.Tensor  # () mean cross-entropy over masked positions
+    metrics: dict[str, torch.Tensor] = field(default_factory=dict)  # () tensors, detached, still on device
+    masked: MaskedBatch | None = None
+    gen_logits: torch.Tensor | None = None  # (B, P, V) at the prediction slots
+
+    def scalars(self) -> dict[str, torch.Tensor]:
+        return {"loss": self.loss, "mlm_loss": self.mlm_loss, **self.metrics}
+
 
 class Electra(nn.Module):
     """Generator + discriminator trained jointly on MLM + weighted replaced-token detection."""
 
     special_token_ids: torch.Tensor  # a buffer: the ids never masked
+    # The () values a training step sums and logs (ElectraOutput.scalars), in this order.
+    logged = (
+        "loss",
+        "mlm_loss",
+        "rtd_loss",
+        "gen_accuracy",
+        "disc_accuracy",
+        "replaced_fraction",
+        "disc_precision",
+        "disc_recall",
+    )
 
     def __init__(
         self,
@@ -202,6 +232,11 @@ class Electra(nn.Module):
         self.gen_weight = gen_weight
         self.disc_weight = disc_weight
         self.masked_count = masked_count
+
+    @property
+    def encoder_model(self) -> ElectraDiscriminator:
+        """The model whose encoder is pretrained for downstream use (and whose token states evaluate.py probes)."""
+        return self.discriminator
 
     def forward(
         self,
@@ -286,3 +321,78 @@ class Electra(nn.Module):
             "masked_tokens": num_masked,
             "tokens": tokens.sum().float(),  # non-pad tokens in the batch
         }
+
+
+class MaskedLM(nn.Module):
+    """BERT-style masked-language modelling, the baseline ELECTRA is measured against: one encoder of the
+    discriminator's size in `ElectraForMaskedLM`'s layout, the same masking as `Electra` (mask_tokens), the
+    vocabulary projection only at the masked slots, loss = mean cross-entropy there (google-research/electra's
+    `electra_objective=False`)."""
+
+    special_token_ids: torch.Tensor  # a buffer: the ids never masked
+    logged = ("loss", "mlm_loss", "mlm_accuracy")
+
+    def __init__(
+        self,
+        model: ElectraGenerator,
+        *,
+        mask_token_id: int,
+        special_token_ids: list[int],
+        mask_prob: float = 0.15,
+        max_predictions: int | None = None,
+        mask_token_share: float = 0.85,
+        random_token_share: float = 0.0,
+        masked_count: str = "distinct",
+    ):
+        super().__init__()
+        if not 0.0 < mask_prob < 1.0:
+            raise ValueError(f"mask_prob must be in (0, 1), got {mask_prob}")
+        self.model = model
+        self.mask_token_id = mask_token_id
+        self.register_buffer("special_token_ids", torch.tensor(sorted(set(special_token_ids))), persistent=False)
+        self.mask_prob = mask_prob
+        self.max_predictions = max_predictions
+        self.mask_token_share = mask_token_share
+        self.random_token_share = random_token_share
+        self.masked_count = masked_count
+
+    @property
+    def encoder_model(self) -> ElectraGenerator:
+        return self.model
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> MaskedLMOutput:
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        masked = mask_tokens(
+            input_ids,
+            attention_mask,
+            self.special_token_ids,
+            mask_token_id=self.mask_token_id,
+            vocab_size=self.model.config.vocab_size,
+            mask_prob=self.mask_prob,
+            max_predictions=self.max_predictions or max_predictions_for(input_ids.shape[1], self.mask_prob),
+            mask_token_share=self.mask_token_share,
+            random_token_share=self.random_token_share,
+            masked_count=self.masked_count,
+        )
+        logits = self.model(masked.input_ids, attention_mask, token_type_ids, positions=masked.positions)  # (B, P, V)
+        weights = masked.weights.float()
+        token_mlm = F.cross_entropy(logits.float().flatten(0, 1), masked.labels.flatten(), reduction="none")
+        mlm_loss = (token_mlm * weights.flatten()).sum() / weights.sum().clamp(min=1.0)
+        with torch.no_grad():
+            num_masked = masked.weights.sum().float()
+            correct = ((logits.argmax(-1) == masked.labels) & masked.weights).sum()
+            metrics = {
+                "mlm_accuracy": correct / num_masked.clamp(min=1),
+                "masked_tokens": num_masked,
+                "tokens": attention_mask.sum().float(),  # non-pad tokens in the batch
+            }
+        return MaskedLMOutput(loss=mlm_loss, mlm_loss=mlm_loss, metrics=metrics, masked=masked, gen_logits=logits)
+
+
+Objective = Electra | MaskedLM  # what build.build_model returns for model.objective=rtd / mlm

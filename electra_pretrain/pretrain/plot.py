@@ -1,8 +1,9 @@
 """Curves of one or more runs from their metrics.jsonl, as one PNG (matplotlib, headless Agg backend).
 
 Panels: total loss; MLM loss and RTD loss (training, and held-out as dashed lines with markers); accuracies;
-held-out AUCs; learning rate; throughput. Several runs are overlaid, one colour per run (labelled
-with the run's folder name), against steps or tokens.
+held-out AUCs; the representation figures; learning rate; throughput. Several runs are overlaid, one colour per run
+(labelled with the run's folder name), against steps, tokens or training FLOPs (`--x flops` puts runs of different
+objectives, ELECTRA and the masked-LM baseline, on one compute axis).
 """
 
 from __future__ import annotations
@@ -14,16 +15,17 @@ import numpy as np
 
 from electra_pretrain.tracking import METRICS_FILE
 
-X_AXES = ("step", "tokens")
+X_AXES = ("step", "tokens", "flops")
 # (title, [(metric, label)]): training metrics are drawn solid, "eval/" ones dashed with markers.
 PANELS = (
-    ("loss (1 x MLM + 50 x RTD)", [("loss", "train")]),
+    ("loss (RTD: 1 x MLM + 50 x RTD)", [("loss", "train")]),
     ("MLM loss", [("mlm_loss", "train"), ("eval/mlm_loss", "held-out")]),
     ("RTD loss", [("rtd_loss", "train"), ("eval/rtd_loss", "held-out")]),
     (
         "accuracy",
         [
             ("gen_accuracy", "MLM train"),
+            ("mlm_accuracy", "MLM train"),
             ("eval/mlm_accuracy", "MLM held-out"),
             ("disc_accuracy", "RTD train"),
             ("eval/disc_accuracy", "RTD held-out"),
@@ -33,6 +35,8 @@ PANELS = (
         "held-out discriminator AUC",
         [("eval/disc_auc", "generator's replacements"), ("eval/random_replacement_auc", "random replacements")],
     ),
+    ("held-out token states: effective rank", [("eval/effective_rank", "effective rank")]),
+    ("held-out token states: mean cosine", [("eval/mean_cosine", "mean cosine")]),
     ("learning rate", [("lr", "lr")]),
     ("throughput (non-pad tokens/s)", [("tokens_per_s", "tokens/s")]),
 )
@@ -54,12 +58,12 @@ def read_metrics(run_dir: Path) -> list[dict]:
 def _series(rows: list[dict], metric: str, x_axis: str) -> tuple[np.ndarray, np.ndarray]:
     steps = np.array([r["step"] for r in rows if metric in r], dtype=float)
     values = np.array([r[metric] for r in rows if metric in r], dtype=float)
-    if x_axis == "tokens":  # eval rows carry no token count: read it off the training rows
-        known = [(r["step"], r["tokens"]) for r in rows if "tokens" in r]
+    if x_axis != "step":  # eval rows may carry no token count: read it off the training rows
+        known = [(r["step"], r[x_axis]) for r in rows if x_axis in r]
         if not known:
             return np.array([]), np.array([])
-        known_steps, known_tokens = (np.array(column, dtype=float) for column in zip(*known))
-        steps = np.interp(steps, known_steps, known_tokens)
+        known_steps, known_x = (np.array(column, dtype=float) for column in zip(*known))
+        steps = np.interp(steps, known_steps, known_x)
     return steps, values
 
 

@@ -12,7 +12,7 @@ from tokenizers import Tokenizer
 
 from electra_pretrain.jobs import yaml_mapping
 from electra_pretrain.pretrain.config import SourceSpec, TokenizerConfig, TrainConfig
-from electra_pretrain.pretrain.objective import Electra
+from electra_pretrain.pretrain.objective import Electra, Objective
 from electra_pretrain.pretrain.sources import documents
 from electra_pretrain.tokenizer import MIN_VOCAB_SIZE, load_tokenizer, save_tokenizer, token_id, train_tokenizer
 
@@ -156,7 +156,7 @@ def check_tokenizer_fits(
 
 def startup_summary(
     config: TrainConfig,
-    model: Electra,
+    model: Objective,
     num_processes: int,
     micro_batch: int,
     accumulation: int,
@@ -166,15 +166,27 @@ def startup_summary(
     def count(module) -> int:
         return sum(p.numel() for p in module.parameters())
 
-    gen, disc = model.generator.config, model.discriminator.config
-    lines = [
-        f"discriminator: {disc.num_hidden_layers} layers x {disc.hidden_size} (E={disc.embedding_size}, "
-        f"FFN {disc.intermediate_size}, {disc.num_attention_heads} heads), {count(model.discriminator) / 1e6:.2f}M "
-        "params",
-        f"generator:     {gen.num_hidden_layers} layers x {gen.hidden_size} (FFN {gen.intermediate_size}, "
-        f"{gen.num_attention_heads} heads), {count(model.generator) / 1e6:.2f}M params",
-        f"joint module:  {count(model) / 1e6:.2f}M params (embedding sharing: {model.embedding_sharing}), "
-        f"vocab {disc.vocab_size}",
+    def sizes(c) -> str:
+        return (
+            f"{c.num_hidden_layers} layers x {c.hidden_size} (E={c.embedding_size}, FFN {c.intermediate_size}, "
+            f"{c.num_attention_heads} heads)"
+        )
+
+    if isinstance(model, Electra):
+        gen, disc = model.generator.config, model.discriminator.config
+        lines = [
+            f"discriminator: {sizes(disc)}, {count(model.discriminator) / 1e6:.2f}M params",
+            f"generator:     {sizes(gen)}, {count(model.generator) / 1e6:.2f}M params",
+            f"joint module:  {count(model) / 1e6:.2f}M params (embedding sharing: {model.embedding_sharing}), "
+            f"vocab {disc.vocab_size}",
+        ]
+    else:
+        mlm = model.model.config
+        lines = [
+            f"masked LM:     {sizes(mlm)}, {count(model) / 1e6:.2f}M params, vocab {mlm.vocab_size} "
+            "(model.objective=mlm, the BERT-style baseline)"
+        ]
+    lines += [
         f"batch:         {config.trainer.global_batch_size} sequences x {config.data.max_seq_length} tokens = "
         f"{num_processes} processes x {micro_batch} micro-batch x {accumulation} accumulation steps",
         f"FLOPs:         {flops_per_token / 1e6:.1f} MFLOP per token (train), "

@@ -15,18 +15,7 @@ from dataclasses import dataclass
 import torch
 from accelerate import Accelerator
 
-from electra_pretrain.pretrain.objective import Electra
-
-STEP_METRICS = (
-    "loss",
-    "mlm_loss",
-    "rtd_loss",
-    "gen_accuracy",
-    "disc_accuracy",
-    "replaced_fraction",
-    "disc_precision",
-    "disc_recall",
-)
+from electra_pretrain.pretrain.objective import Objective
 
 
 @dataclass
@@ -101,7 +90,7 @@ def skips_on_device(optimizer) -> bool:
 
 
 def train_step(
-    model: Electra,
+    model: Objective,
     batches: list[dict[str, torch.Tensor]],
     optimizer,
     scheduler,
@@ -110,8 +99,10 @@ def train_step(
     guard: LossSpikeGuard,
     skips: SkipCounts,
 ) -> StepResult:
-    """One optimizer step over `batches` (the gradient-accumulation micro-batches of this process)."""
-    sums = {name: torch.zeros((), device=accelerator.device) for name in STEP_METRICS}
+    """One optimizer step over `batches` (the gradient-accumulation micro-batches of this process); the step's
+    metrics are the objective's `logged` values, averaged over the micro-batches."""
+    logged = accelerator.unwrap_model(model).logged
+    sums = {name: torch.zeros((), device=accelerator.device) for name in logged}
     tokens = torch.zeros((), device=accelerator.device)
     for i, batch in enumerate(batches):
         # Gradients are all-reduced only on the last micro-batch.
@@ -119,15 +110,10 @@ def train_step(
         with sync:
             out = model(**batch)
             accelerator.backward(out.loss / len(batches))
-        for name, value in (
-            ("loss", out.loss),
-            ("mlm_loss", out.mlm_loss),
-            ("rtd_loss", out.rtd_loss),
-            *out.metrics.items(),
-        ):
-            if name in sums:
-                sums[name] += value.detach()
-        tokens += out.metrics["tokens"]
+        scalars = out.scalars()
+        for name in logged:
+            sums[name] += scalars[name].detach()
+        tokens += scalars["tokens"]
     sums = {name: value / len(batches) for name, value in sums.items()}
     grad_norm = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
     loss = sums["loss"]

@@ -22,13 +22,13 @@ from electra_pretrain.allocator import keep_freed_memory
 from electra_pretrain.flops import gpu_peak_flops
 from electra_pretrain.jobs import EXIT_STOPPED, yaml_mapping
 from electra_pretrain.optim import build_optimizer, build_scheduler
-from electra_pretrain.pretrain.build import build_electra
+from electra_pretrain.pretrain.build import build_model
 from electra_pretrain.pretrain.checkpoint import Checkpointer
 from electra_pretrain.pretrain.config import TrainConfig
 from electra_pretrain.pretrain.evaluate import EVAL_SEED, Evaluator, held_out_batches
-from electra_pretrain.pretrain.export import export_models
+from electra_pretrain.pretrain.export import export_model
 from electra_pretrain.pretrain.init_from import describe, init_folders
-from electra_pretrain.pretrain.metrics import IntervalMetrics, electra_train_flops_per_token
+from electra_pretrain.pretrain.metrics import IntervalMetrics, train_flops_per_token
 from electra_pretrain.pretrain.objective import max_predictions_for
 from electra_pretrain.pretrain.plot import plot_runs
 from electra_pretrain.pretrain.sources import READ_STATS, documents
@@ -148,27 +148,34 @@ class Trainer:
         if folders:
             accelerator.print(describe(config.model, folders))
         set_seed(config.seed)  # identical initial weights on every process
-        model = build_electra(config.model, self.tokenizer)
-        if config.data.max_seq_length > model.discriminator.config.max_position_embeddings:
+        model = build_model(config.model, self.tokenizer)
+        positions = model.encoder_model.config.max_position_embeddings
+        if config.data.max_seq_length > positions:
             raise ValueError(
-                f"data.max_seq_length={config.data.max_seq_length} exceeds "
-                f"model.max_position_embeddings={model.discriminator.config.max_position_embeddings}"
+                f"data.max_seq_length={config.data.max_seq_length} exceeds model.max_position_embeddings={positions}"
+            )
+        flops = train_flops_per_token(
+            model,
+            config.data.max_seq_length,
+            max_predictions_for(config.data.max_seq_length, config.model.mask_prob),
+        )
+        self.flops_per_token = flops
+        # Every position of every batch is computed, padding included: that is what a step costs.
+        self.flops_per_step = flops * trainer.global_batch_size * config.data.max_seq_length
+        if trainer.max_flops is not None:
+            trainer.max_steps = trainer.steps_for_budget(self.flops_per_step)
+            accelerator.print(
+                f"budget:        trainer.max_flops={trainer.max_flops:.3g}: {trainer.max_steps} steps of "
+                f"{self.flops_per_step:.3g} FLOPs"
             )
         optimizer = build_optimizer(model, config.optim, config.optim.lr)
         warmup, notice = config.optim.warmup_for(trainer.max_steps)
         if notice:
             accelerator.print(f"notice: {notice}")
         self.scheduler = build_scheduler(optimizer, warmup, trainer.max_steps)
-        flops = electra_train_flops_per_token(
-            model.generator.config,
-            model.discriminator.config,
-            config.data.max_seq_length,
-            max_predictions_for(config.data.max_seq_length, config.model.mask_prob),
-        )
         accelerator.print(
             startup_summary(config, model, accelerator.num_processes, micro_batch, self.accumulation, flops, warmup)
         )
-        self.flops_per_token = flops
         # MFU is logged only where the device's peak is known.
         data_sheet = gpu_peak_flops(trainer.mixed_precision) if accelerator.device.type == "cuda" else None
         self.peak_flops = trainer.peak_flops or (data_sheet[0] if data_sheet else None)
@@ -208,7 +215,7 @@ class Trainer:
             enabled=accelerator.is_main_process,
             resumed_step=self.state.step,
         )
-        self.metrics = IntervalMetrics(accelerator.device, trainer.log_every)
+        self.metrics = IntervalMetrics(accelerator.device, trainer.log_every, model.logged)
 
     def _held_out_evaluator(self) -> Evaluator | None:
         data = self.config.data
@@ -366,6 +373,7 @@ class Trainer:
         record.update(
             lr=float(self.scheduler.get_last_lr()[0]),
             tokens=self.state.tokens,
+            flops=self.state.step * self.flops_per_step,
             fp16_skips=self.state.fp16_skips,
             spike_skips=self.state.spike_skips,
         )
@@ -375,13 +383,9 @@ class Trainer:
                 record["tokens_per_s"] * self.flops_per_token / (self.peak_flops * self.accelerator.num_processes)
             )
         self.tracker.log(self.state.step, record)
-        summary = dict(
-            loss=f"{record['loss']:.3f}",
-            mlm=f"{record['mlm_loss']:.3f}",
-            rtd=f"{record['rtd_loss']:.3f}",
-            lr=f"{record['lr']:.2e}",
-            tok_s=f"{record['tokens_per_s']:.0f}",
-        )
+        shown = {"loss": "loss", "mlm": "mlm_loss", "rtd": "rtd_loss"}
+        summary = {short: f"{record[name]:.3f}" for short, name in shown.items() if name in record}
+        summary.update(lr=f"{record['lr']:.2e}", tok_s=f"{record['tokens_per_s']:.0f}")
         assert self.progress is not None, "logging happens inside train()"
         if self.progress.disable:
             self.accelerator.print(
@@ -395,7 +399,10 @@ class Trainer:
         assert self.evaluator is not None, "evaluations are due only with held-out data"
         results = self.evaluator(self.accelerator.unwrap_model(self.model))
         self.held_out = results  # the latest, for the exports' model cards
-        self.tracker.log(self.state.step, {f"eval/{k}": v for k, v in results.items()})
+        self.tracker.log(
+            self.state.step,
+            {**{f"eval/{k}": v for k, v in results.items()}, "flops": self.state.step * self.flops_per_step},
+        )
         self.accelerator.print(f"eval step {self.state.step}: " + " ".join(f"{k} {v:.4f}" for k, v in results.items()))
         return results
 
@@ -426,8 +433,10 @@ class Trainer:
                 "held_out": self.held_out,
                 "command": " ".join(["python", *sys.argv]),
             }
-            export_models(self.accelerator.unwrap_model(self.model), self.tokenizer, out, self.config_yaml, provenance)
-            self.accelerator.print(f"exported {out / 'discriminator'} and {out / 'generator'}")
+            folders = export_model(
+                self.accelerator.unwrap_model(self.model), self.tokenizer, out, self.config_yaml, provenance
+            )
+            self.accelerator.print(f"exported {' and '.join(str(folder) for folder in folders)}")
         self.accelerator.wait_for_everyone()
 
     def close(self) -> None:

@@ -70,6 +70,10 @@ class TaskKind:
     def check_labels(self, examples: list[TaskExample], split: str) -> None:
         """Every label of a split is one the model can predict; the first that is not is named with its row."""
 
+    def stratum(self, example: TaskExample) -> object:
+        """What a stratified subsample keeps in proportion (the class); one stratum for kinds without classes."""
+        return None
+
     # -- encoding and model
     def encode(self, examples: Sequence[TaskExample], tokenizer: Tokenizer) -> list[Feature]:
         raise NotImplementedError

@@ -31,6 +31,9 @@ class Classification(SentenceTask):
             if example.label is not None:
                 check_known([example.label], self.names, example.source, split)
 
+    def stratum(self, example: TaskExample) -> object:
+        return example.label
+
     @property
     def names(self) -> list[str]:
         assert self.labels is not None, "learn_labels first"
