@@ -9,7 +9,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-MIXED_PRECISIONS = ("no", "fp16", "bf16")  # accelerate's mixed_precision values the apps support
+# accelerate's mixed_precision values the apps support; auto: bf16 on a GPU that has it, else fp32 (devices.py)
+MIXED_PRECISIONS = ("auto", "no", "fp16", "bf16")
 
 
 def check_choice(key: str, value: Any, choices: Iterable) -> None:

@@ -62,7 +62,8 @@ def test_the_contract_command_writes_results_predictions_and_a_model_transformer
     assert [r["label"] for r in rows] == gold
     accuracy = sum(r["prediction"] == r["label"] for r in rows) / len(rows)
     assert results["validation"]["accuracy"] == pytest.approx(accuracy)
-    assert [s["seed"] for s in results["per_seed"]] == [0] and len(results["per_seed"][0]["epochs"]) == 2
+    assert [s["seed"] for s in results["per_seed"]] == [0] and len(results["per_seed"][0]["evaluations"]) == 2
+    assert results["selection"].startswith("last")
 
     # The kept model, loaded by transformers with nothing missing or left over, predicts what predictions/ says.
     model, info = ElectraForSequenceClassification.from_pretrained(out / "model", output_loading_info=True)
@@ -89,13 +90,14 @@ def test_classification_learns_and_seeds_are_independent_and_repeatable(tiny_exp
     assert both["validation"]["accuracy"] == pytest.approx(sorted(scores)[0] / 2 + sorted(scores)[1] / 2)
     assert both["validation_mean"]["accuracy"] == pytest.approx(sum(scores) / 2)
     # seed 1 gives the same losses and scores run alone as after seed 0 in the same process
-    assert alone["per_seed"][0]["epochs"][-1]["train_loss"] == both["per_seed"][1]["epochs"][-1]["train_loss"]
+    last_loss = [run["per_seed"][-1]["evaluations"][-1]["train_loss"] for run in (alone, both)]
+    assert last_loss[0] == last_loss[1]
     assert alone["per_seed"][0]["validation"] == both["per_seed"][1]["validation"]
     kept = max(both["per_seed"], key=lambda s: s["validation"]["accuracy"])
     assert both["kept_seed"] == kept["seed"]
-    epochs = [e["validation/accuracy"] for e in kept["epochs"]]
-    assert kept["validation"]["accuracy"] == max(epochs)  # trainer.keep=best
-    assert epochs.index(max(epochs)) + 1 == kept["kept_epoch"]
+    evaluations = kept["evaluations"]
+    assert kept["validation"]["accuracy"] == evaluations[-1]["validation/accuracy"]  # trainer.keep=last, the default
+    assert kept["kept_epoch"] == 6 and [e["epoch"] for e in evaluations] == [1, 2, 3, 4, 5, 6]
 
 
 def test_a_randomly_initialised_model_of_the_same_shape_is_the_baseline(tiny_export, classification_files, tmp_path):
@@ -150,7 +152,7 @@ def test_sentence_pair_regression_scores_pearson_and_spearman(tiny_export, tmp_p
     gold, predicted = [r["label"] for r in rows], [r["prediction"] for r in rows]
     assert results["validation"]["pearson"] == pytest.approx(pearson(gold, predicted))
     assert results["validation"]["spearman"] == pytest.approx(spearman(gold, predicted))
-    assert results["metric"] == "spearman" and len(results["per_seed"][0]["epochs"]) == 2  # trainer.epochs beats 10
+    assert results["metric"] == "spearman" and len(results["per_seed"][0]["evaluations"]) == 2  # epochs beats 10
     model, info = ElectraForSequenceClassification.from_pretrained(out / "model", output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
     assert model.config.problem_type == "regression" and model.config.num_labels == 1
@@ -316,7 +318,7 @@ def test_max_train_examples_trains_each_seed_on_its_own_stratified_subsample(
         [*common, "task.max_train_examples=20", "seeds=[0,1]", "trainer.epochs=1", f"output_dir={tmp_path / 'a'}"]
     )
     assert [s["train_examples"] for s in results["per_seed"]] == [20, 20]
-    losses = [s["epochs"][0]["train_loss"] for s in results["per_seed"]]
+    losses = [s["evaluations"][0]["train_loss"] for s in results["per_seed"]]
     fixed = finetune_in_process(
         [
             *common,
@@ -327,4 +329,4 @@ def test_max_train_examples_trains_each_seed_on_its_own_stratified_subsample(
             f"output_dir={tmp_path / 'b'}",
         ]
     )
-    assert fixed["per_seed"][0]["epochs"][0]["train_loss"] != losses[1]  # seed 1 on seed 0's subsample
+    assert fixed["per_seed"][0]["evaluations"][0]["train_loss"] != losses[1]  # seed 1 on seed 0's subsample

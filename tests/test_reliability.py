@@ -146,7 +146,7 @@ def test_signal_to_every_process_with_a_data_worker_saves_and_exits_75(corpus, t
 
 
 def test_a_second_sigint_aborts():
-    from electra_pretrain.pretrain.train import StopFlag
+    from electra_pretrain.signals import StopFlag
 
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)}
     try:

@@ -21,13 +21,13 @@ register_finetune_configs()
 def run(config: FinetuneConfig, config_yaml: str) -> int:
     from electra_pretrain.finetune.train import run_finetuning
 
-    run_finetuning(config, config_yaml)
-    return 0
+    code, _ = run_finetuning(config, config_yaml)
+    return code
 
 
 def finetune_from_overrides(overrides: list[str]) -> dict:
     """The command line's run in this process (benchmarks, tests, studies): compose configs/finetune/finetune.yaml
-    with the overrides, check it, run it; returns the results."""
+    with the overrides, check it, run it; returns the results ({} when a stop signal ended it)."""
     from electra_pretrain.finetune.train import run_finetuning
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
@@ -35,7 +35,8 @@ def finetune_from_overrides(overrides: list[str]) -> dict:
     check_known_keys(cfg, OmegaConf.structured(FinetuneConfig))
     config = OmegaConf.to_object(cfg)
     assert isinstance(config, FinetuneConfig)
-    return run_finetuning(config, OmegaConf.to_yaml(cfg, resolve=True))
+    _, results = run_finetuning(config, OmegaConf.to_yaml(cfg, resolve=True))
+    return results
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="finetune", version_base="1.3")

@@ -20,13 +20,41 @@ IGNORE = -100  # label of positions that are not scored (cross_entropy's ignore_
 class Feature:
     index: int  # position in its split's features, to put outputs back in order
     example: int  # the example it was encoded from
-    input_ids: list[int]
-    token_type_ids: list[int]
+    input_ids: list  # token ids (multiple choice: one list per choice)
+    token_type_ids: list
     label: Any  # class id, value, or one id per token (IGNORE off first sub-tokens); None without a label
     truncated: bool = False  # tokens were cut off at max_length
 
     def __len__(self) -> int:
         return len(self.input_ids)
+
+
+class EpochSampler(torch.utils.data.Sampler[int]):
+    """This process's share of a seeded shuffle of the training examples, one order per epoch.
+
+    The order of epoch e is a permutation drawn from (seed, e) alone, padded by wrapping around to a multiple of
+    the process count, and process r takes every r-th index; so every process takes as many steps, and a stopped run
+    resumes mid-epoch by `start` (indices of this epoch already taken) without replaying any random draw.
+    """
+
+    def __init__(self, size: int, seed: int, rank: int = 0, world: int = 1):
+        self.size, self.seed, self.rank, self.world = size, seed, rank, world
+        self.epoch, self.start = 1, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def order(self) -> list[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.size, generator=generator).tolist()
+        order += order[: (-len(order)) % self.world]
+        return order[self.rank :: self.world]
+
+    def __len__(self) -> int:
+        return len(self.order()) - self.start
+
+    def __iter__(self):
+        return iter(self.order()[self.start :])
 
 
 class TaskDataset(torch.utils.data.Dataset):

@@ -22,10 +22,17 @@ class TaskData:
     tokenizer: Tokenizer
     examples: dict[str, list[TaskExample]]  # split -> examples in file order
     features: dict[str, list[Feature]]  # split -> features, `index` = position
+    roles: dict[str, str]  # split -> train | validation | test (extra sets have their own names)
 
     @property
     def label_names(self) -> list[str] | None:
         return self.kind.labels
+
+    def extra_validation_splits(self) -> list[str]:
+        return [split for split, role in self.roles.items() if role == "validation" and split != "validation"]
+
+    def test_splits(self) -> list[str]:
+        return [split for split, role in self.roles.items() if role == "test"]
 
     def labelled(self, split: str) -> bool:
         return all(e.label is not None for e in self.examples[split])
@@ -74,8 +81,14 @@ class TaskData:
                     else ""
                 ),
                 f"length:    at most {task.max_length} tokens; {self.kind.unit} cut off by that limit: {cut}",
-                f"seeds:     {config.run_seeds()}, {config.trainer.epochs} epochs, batch {config.trainer.batch_size}, "
-                f"kept epoch: {config.trainer.keep}",
+                f"seeds:     {config.run_seeds()}, "
+                + (
+                    f"{config.trainer.max_steps} steps"
+                    if config.trainer.max_steps
+                    else f"{config.trainer.epochs} epochs"
+                )
+                + f", batch {config.trainer.batch_size}, kept: the {config.trainer.keep} evaluation of each seed"
+                + (", training pairs also swapped (task.swap_pairs)" if task.swap_pairs else ""),
             ]
         )
 
@@ -106,44 +119,70 @@ def stratified_sample(strata: list, size: int, seed: int) -> list[int]:
     return sorted(i for k in keys for i in rng.sample(groups[k], quota[k]))
 
 
-def read_task(kind: TaskKind, task: TaskConfig) -> dict[str, list[TaskExample]]:
-    """{"train": [...], "validation": [...], "test": [...] (when given)}, from files or task.hub."""
+def split_files(task: TaskConfig) -> dict[str, tuple[str, list[str]]]:
+    """split -> (role, file patterns): train, validation, test, then the extra validation and test sets."""
+    splits = {
+        split: (split, list(getattr(task, f"{split}_files"))) for split in SPLITS if getattr(task, f"{split}_files")
+    }
+    for name, patterns in task.extra_validation_files.items():
+        splits[name] = ("validation", list(patterns))
+    for name, patterns in task.extra_test_files.items():
+        splits[name] = ("test", list(patterns))
+    clash = [name for name in (*task.extra_validation_files, *task.extra_test_files) if name in SPLITS]
+    if clash:
+        raise ValueError(
+            f"task.extra_validation_files / extra_test_files: {clash} would replace a split; choose "
+            "other names (e.g. validation_mismatched)"
+        )
+    return splits
+
+
+def read_task(kind: TaskKind, task: TaskConfig) -> tuple[dict[str, list[TaskExample]], dict[str, str]]:
+    """(split -> examples, split -> role) from files or task.hub."""
     if task.hub:
-        examples = {}
+        examples, roles = {}, {}
         for split, name in zip(SPLITS, task.hub_splits):
             rows, names = read_hub_split(task, name, kind.hub_label_field())
             examples[split] = kind.from_rows(rows, split, f"{task.hub}/{name}", names)
-        return examples
+            roles[split] = split
+        return examples, roles
     for split in ("train", "validation"):
         if not getattr(task, f"{split}_files"):
             raise ValueError(
                 f"task.{split}_files is empty; name the {split} file(s), e.g. "
                 f"'task.{split}_files=[data/{split}.csv]' (or task.hub)"
             )
-    return {
-        split: read_split(kind, task, split, getattr(task, f"{split}_files"))
-        for split in SPLITS
-        if getattr(task, f"{split}_files")
-    }
+    splits = split_files(task)
+    examples = {split: read_split(kind, task, split, patterns, role) for split, (role, patterns) in splits.items()}
+    return examples, {split: role for split, (role, _) in splits.items()}
 
 
-def read_split(kind: TaskKind, task: TaskConfig, split: str, patterns: list[str]) -> list[TaskExample]:
-    """Every example of the split's files, in file order."""
+def read_split(kind: TaskKind, task: TaskConfig, split: str, patterns: list[str], role: str = "") -> list[TaskExample]:
+    """Every example of the split's files, in file order (`role`: train, validation or test, as the split)."""
     examples: list[TaskExample] = []
-    for path in expand(patterns, f"task.{split}_files"):
-        examples += kind.read_file(path, task_file_format(path, task.format), split)
+    key = f"task.{split}_files" if split in SPLITS else f"task.extra_*_files.{split}"
+    for path in expand(patterns, key):
+        examples += kind.read_file(path, task_file_format(path, task.format, kind.text_format), role or split)
     if not examples:
-        raise ValueError(f"task.{split}_files: {', '.join(patterns)} hold no examples")
+        raise ValueError(f"{key}: {', '.join(patterns)} hold no examples")
     return examples
 
 
 def prepare_task_data(task: TaskConfig, tokenizer: Tokenizer) -> TaskData:
     """Read (training and validation rows always carry labels: the kinds refuse them otherwise), learn and check
-    the labels, encode."""
+    the labels, encode; with task.swap_pairs each training pair is also encoded the other way round (both features
+    belong to the same example, so a subsample keeps or drops them together)."""
     kind = task_kind(task)
-    examples = read_task(kind, task)
+    examples, roles = read_task(kind, task)
     kind.learn_labels(examples["train"])
     for split, split_examples in examples.items():
-        kind.check_labels(split_examples, split)
+        kind.check_labels(split_examples, roles[split])
     features = {split: kind.encode(split_examples, tokenizer) for split, split_examples in examples.items()}
-    return TaskData(kind, tokenizer, examples, features)
+    if task.swap_pairs:
+        train = examples["train"]
+        swapped = kind.encode([TaskExample((e.texts[1], e.texts[0]), e.label, e.source) for e in train], tokenizer)
+        offset = len(features["train"])
+        for feature in swapped:
+            feature.index += offset  # the swapped pair of example i keeps example = i
+        features["train"] = features["train"] + swapped
+    return TaskData(kind, tokenizer, examples, features, roles)

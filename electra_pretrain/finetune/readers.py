@@ -26,19 +26,23 @@ EXTENSIONS = {
     ".conll": "conll",
     ".iob": "conll",
     ".bio": "conll",
-    ".txt": "conll",
 }
+# Text files mean CoNLL columns to a token task and tab-separated rows (GLUE's layout) to the others (kinds/).
+TEXT_SUFFIX = ".txt"
 SPLITS = ("train", "validation", "test")
 
 
 @dataclass
 class TaskExample:
-    """texts: (a,) or (a, b) for sequence tasks, the words for token tasks; label: a class name, a number, a tag
-    list, or None where the file has none (test files)."""
+    """texts: (a,) or (a, b) for sequence tasks, the words for token tasks, (question, context) for question
+    answering, (context, start of the ending, ending 1, ..., ending N) for multiple choice; label: a class name, a
+    number, a tag list, the answers [(text, character start), ...], a choice index, or None where the file has none
+    (test files)."""
 
     texts: tuple[str, ...] | list[str]
     label: Any
     source: str  # "file:row" for error messages
+    id: str | None = None  # the example's own id, where the data has one (SQuAD question ids)
 
 
 def expand(patterns: list[str], key: str) -> list[Path]:
@@ -51,15 +55,31 @@ def expand(patterns: list[str], key: str) -> list[Path]:
     return paths
 
 
-def task_file_format(path: Path, configured: str) -> str:
+def task_file_format(path: Path, configured: str, text_format: str = "tsv") -> str:
+    """task.format, else the format of the extension (`text_format` for .txt: the kind's)."""
     if configured != "auto":
         return configured
+    if path.suffix.lower() == TEXT_SUFFIX:
+        return text_format
     if path.suffix.lower() not in EXTENSIONS:
         raise ValueError(
             f"{path}: cannot tell the format from the extension {path.suffix!r}; set task.format "
             f"({', '.join(TASK_FORMATS[1:])})"
         )
     return EXTENSIONS[path.suffix.lower()]
+
+
+def check_utf8(path: Path) -> None:
+    """A text file that is not UTF-8 is named with the line of its first bad byte sequence."""
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise ValueError(
+                    f"{path}:{number}: not UTF-8 ({error.reason} at byte {error.start} of the line); "
+                    "re-save the file as UTF-8"
+                ) from None
 
 
 def read_table(path: Path, fmt: str, needed: list[str], column_names: list[str]) -> list[dict]:
@@ -69,6 +89,8 @@ def read_table(path: Path, fmt: str, needed: list[str], column_names: list[str])
     from datasets import Features, Value, load_dataset
 
     datasets.disable_progress_bars()  # one bar per small file is noise here; the summary counts the examples
+    if fmt != "parquet":
+        check_utf8(path)
     kwargs: dict[str, Any] = {}
     builder = fmt
     if fmt in ("csv", "tsv"):

@@ -1,80 +1,121 @@
 """The fine-tuner: every seed of one task, then results.json, predictions/ and model/ (the command: finetune/app.py).
 
-For each seed: a task model from the pretrained encoder (models.py, the kind's head), AdamW with layer-wise learning-rate decay,
-10% warmup then linear decay, `trainer.epochs` passes over the shuffled training set in dynamically padded batches,
-a validation score after every epoch; the best (or last) epoch is kept. Then output_dir holds
-  results.json             {"validation": {metric: median over seeds}, "validation_mean": ..., "per_seed": [...]}
-  predictions/<split>.jsonl of the kept model (the seed with the best validation score), in file order
-  model/                   that model as a transformers folder, with the tokenizer
-  seed_<s>/                each seed's metrics.jsonl and predictions
+For each seed: a task model from the pretrained encoder (models.py, the kind's head), AdamW with layer-wise
+learning-rate decay, 10% warmup then linear decay over trainer.max_steps or trainer.epochs passes, dynamically
+padded batches (trainer.micro_batch_size with gradient accumulation), an evaluation on the validation set (and the
+extra ones) after every epoch or every trainer.eval_every steps, early stopping after
+trainer.early_stopping_patience evaluations without a better score. `trainer.keep=last` keeps each seed's final
+model (the default: what google-research/electra and transformers report); `best` its best evaluation, which makes
+the validation score optimistic and is labelled so. The seed with the best validation score gives output_dir/model.
+
+SIGTERM / SIGUSR1 / Ctrl-C save the seed in progress (finetune/checkpoint.py) and exit with EXIT_STOPPED (75); the
+same command resumes it exactly where it stopped.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import itertools
 import math
-import shutil
 import statistics
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from tqdm.auto import tqdm
 
-from electra_pretrain.finetune.batches import TaskDataset
+from electra_pretrain.devices import allow_tf32, resolve_precision
+from electra_pretrain.finetune.batches import EpochSampler, TaskDataset
+from electra_pretrain.finetune.checkpoint import ResumeState, set_rng_state
 from electra_pretrain.finetune.config import FinetuneConfig
 from electra_pretrain.finetune.data import TaskData, prepare_task_data
 from electra_pretrain.finetune.kinds import Prediction
-from electra_pretrain.finetune.models import TaskModel, build_task_model, model_folder
-from electra_pretrain.jobs import yaml_mapping
+from electra_pretrain.finetune.models import TaskModel, build_task_model, check_start, model_folder
+from electra_pretrain.finetune.outputs import (
+    RESULTS_FILE,
+    publish_predictions,
+    remove_stale_outputs,
+    write_model,
+    write_predictions,
+    write_results,
+)
+from electra_pretrain.jobs import EXIT_STOPPED, yaml_mapping
 from electra_pretrain.optim import build_optimizer, build_scheduler, layerwise_parameter_groups
 from electra_pretrain.run_lock import RunLock
-from electra_pretrain.tokenizer import load_tokenizer, save_tokenizer, token_id
+from electra_pretrain.signals import StopFlag
+from electra_pretrain.tokenizer import load_tokenizer, token_id
 from electra_pretrain.tracking import Tracker
 
-RESULTS_FILE = "results.json"
+
+class Stopped(Exception):
+    """A stop signal arrived; the seed in progress was saved."""
 
 
 @dataclass
 class SeedResult:
     seed: int
+    validation: dict[str, float]  # the kept model's scores on the validation set
+    kept_step: int
     kept_epoch: int
-    validation: dict[str, float]
-    epochs: list[dict] = field(default_factory=list)
-    train_examples_per_s: float = 0.0
+    evaluations: list[dict] = field(default_factory=list)  # every evaluation: step, epoch, train loss, scores
     train_examples: int = 0  # examples trained on (task.max_train_examples: the subsample)
-    test: dict[str, float] | None = None
-    predictions: dict[str, list[Prediction]] = field(default_factory=dict)  # split -> the kept epoch's
-    state: dict[str, torch.Tensor] | None = None  # the kept weights (CPU)
+    train_examples_per_s: float = 0.0
+    extra_validation: dict[str, dict[str, float]] = field(default_factory=dict)
+    test: dict[str, dict[str, float]] = field(default_factory=dict)  # labelled test sets' scores
+    stopped_early: bool = False
+    predictions: dict[str, list[Prediction]] = field(default_factory=dict)  # split -> the kept model's
+    state: dict[str, torch.Tensor] | None = None  # the kept weights (CPU), until another seed is kept
 
     def summary(self) -> dict:
-        row = {
+        row: dict = {
             "seed": self.seed,
+            "kept_step": self.kept_step,
             "kept_epoch": self.kept_epoch,
             "validation": self.validation,
             "train_examples": self.train_examples,
             "train_examples_per_s": round(self.train_examples_per_s, 1),
-            "epochs": self.epochs,
+            "stopped_early": self.stopped_early,
+            "evaluations": self.evaluations,
         }
-        if self.test is not None:
+        if self.extra_validation:
+            row["extra_validation"] = self.extra_validation
+        if self.test:
             row["test"] = self.test
         return row
 
 
-class FineTuner:
-    """One seed of one task: build, train `trainer.epochs` epochs with a validation score after each, keep one."""
+def better(scores: dict[str, float], than: dict[str, float] | None, metrics: list[str]) -> bool:
+    """Whether `scores` is at least as good as `than`: task.metrics compared in order, the first that differs
+    decides; a full tie counts as better, so the later evaluation is kept."""
+    if than is None:
+        return True
+    for metric in metrics:
+        if scores[metric] != than[metric]:
+            return scores[metric] > than[metric]
+    return True
 
-    def __init__(self, config: FinetuneConfig, data: TaskData, accelerator: Accelerator, seed: int, folder: Path):
-        self.config, self.data, self.accelerator, self.seed = config, data, accelerator, seed
+
+class FineTuner:
+    """One seed of one task: build, train with evaluations, keep one model, predict the test sets."""
+
+    def __init__(
+        self,
+        config: FinetuneConfig,
+        data: TaskData,
+        accelerator: Accelerator,
+        seed: int,
+        folder: Path,
+        resume: ResumeState | None,
+    ):
+        self.config, self.data, self.accelerator, self.seed, self.resume = config, data, accelerator, seed, resume
         trainer = config.trainer
-        if trainer.batch_size % accelerator.num_processes:
-            raise ValueError(
-                f"trainer.batch_size={trainer.batch_size} is not a multiple of the "
-                f"{accelerator.num_processes} processes"
-            )
+        self.accumulation = trainer.accumulation_steps(accelerator.num_processes)
+        micro_batch = trainer.batch_size // (accelerator.num_processes * self.accumulation)
         set_seed(seed)  # the head's initial weights, then the order of the examples and dropout
         model = build_task_model(
             data.kind.model_class,
@@ -86,20 +127,23 @@ class FineTuner:
             pretrained=config.model_init == "pretrained",
         )
         self.lr = config.optim.lr_for(model.config.hidden_size)
+        self.decay = config.optim.decay_for(model.config.hidden_size)
         groups = layerwise_parameter_groups(
-            model, self.lr, config.optim.layerwise_lr_decay, config.optim.weight_decay, model.config.num_hidden_layers
+            model, self.lr, self.decay, config.optim.weight_decay, model.config.num_hidden_layers
         )
         optimizer = build_optimizer(model, config.optim, self.lr, groups)
         collate = data.kind.collate(token_id(data.tokenizer, "[PAD]"))
         subsample_seed = seed if config.task.subsample_seed is None else config.task.subsample_seed
         self.train_features = data.train_subsample(config.task.max_train_examples, subsample_seed)
-        train = torch.utils.data.DataLoader(
-            TaskDataset(self.train_features),
-            batch_size=trainer.batch_size // accelerator.num_processes,
-            shuffle=True,
-            collate_fn=collate,
-            generator=torch.Generator().manual_seed(seed),
+        self.sampler = EpochSampler(
+            len(self.train_features), seed, accelerator.process_index, accelerator.num_processes
         )
+        # This process's micro-batches, moved to the device here: the sampler already shards (the loader is not
+        # handed to accelerate, whose resharding would tie the order to the number of processes).
+        self.train_loader = torch.utils.data.DataLoader(
+            TaskDataset(self.train_features), batch_size=micro_batch, sampler=self.sampler, collate_fn=collate
+        )
+        self.micro_batch = micro_batch
         evaluation = {
             split: torch.utils.data.DataLoader(
                 TaskDataset(data.features[split], by_length=True),
@@ -109,9 +153,10 @@ class FineTuner:
             for split in data.features
             if split != "train"
         }
-        self.model, self.optimizer, self.train_loader = accelerator.prepare(model, optimizer, train)
+        self.model, self.optimizer = accelerator.prepare(model, optimizer)
         self.eval_loaders = {split: accelerator.prepare(loader) for split, loader in evaluation.items()}
-        self.steps = len(self.train_loader) * trainer.epochs  # the prepared loader: batches per process
+        self.steps_per_epoch = max(1, math.ceil(len(self.train_loader) / self.accumulation))
+        self.steps = trainer.max_steps or self.steps_per_epoch * trainer.epochs
         self.warmup = round(config.optim.warmup_share * self.steps)
         # on the bare optimizer, stepped once per optimizer step (accelerate's wrapper would step it per process)
         self.scheduler = build_scheduler(optimizer, self.warmup, self.steps)
@@ -120,68 +165,211 @@ class FineTuner:
     def task_model(self) -> TaskModel:
         return self.accelerator.unwrap_model(self.model)
 
-    def run(self, tracker: Tracker) -> SeedResult:
-        config, accelerator = self.config, self.accelerator
-        main_metric = config.task.metrics[0]
-        result, kept_score, examples_per_s, epochs = None, None, [], []
-        for epoch in range(1, config.trainer.epochs + 1):
-            train_loss, rate = self._train_epoch(epoch)
-            examples_per_s.append(rate)
-            predictions = self.predict("validation")
-            scores = self.data.score("validation", predictions)
-            row = {
-                "epoch": epoch,
-                "train_loss": train_loss,
-                "train_examples_per_s": rate,
-                **{f"validation/{k}": v for k, v in scores.items()},
-            }
-            tracker.log(epoch * len(self.train_loader), row)
-            accelerator.print(
-                f"seed {self.seed} epoch {epoch}: train loss {train_loss:.4f}, "
-                + ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
-                + f" ({rate:.0f} examples/s)"
-            )
-            if config.trainer.keep == "last" or kept_score is None or scores[main_metric] > kept_score:
-                kept_score = scores[main_metric]
-                state = {k: v.detach().to("cpu", copy=True) for k, v in self.task_model.state_dict().items()}
-                result = SeedResult(self.seed, epoch, scores, predictions={"validation": predictions}, state=state)
-            epochs.append(row)
-        assert result is not None and result.state is not None, "trainer.epochs >= 1"
-        result.epochs, result.train_examples_per_s = epochs, statistics.mean(examples_per_s)
-        result.train_examples = len(self.train_features)
-        if "test" in self.eval_loaders:
-            self.task_model.load_state_dict(result.state)
-            result.predictions["test"] = self.predict("test")
-            if self.data.labelled("test"):
-                result.test = self.data.score("test", result.predictions["test"])
-        return result
+    def describe(self) -> str:
+        trainer = self.config.trainer
+        micro = trainer.batch_size // (self.accumulation * self.accelerator.num_processes)
+        return (
+            f"optimizer: lr {self.lr:g} (layer-wise decay {self.decay:g}), {self.steps} steps "
+            f"({self.steps_per_epoch} per epoch; batch {trainer.batch_size} = {self.accelerator.num_processes} "
+            f"process(es) x {micro} x {self.accumulation} accumulation), warmup {self.warmup}; "
+            f"{'evaluation every ' + str(trainer.eval_every) + ' steps' if trainer.eval_every else 'evaluation after every epoch'}"
+            f"{f', early stopping after {trainer.early_stopping_patience} without a better score' if trainer.early_stopping_patience else ''}"
+        )
 
-    def _train_epoch(self, epoch: int) -> tuple[float, float]:
-        """(mean training loss, examples/s over all processes); one host sync, at the end."""
+    def run(self, tracker: Tracker, stop: StopFlag) -> SeedResult:
+        accelerator, trainer = self.accelerator, self.config.trainer
+        loop: dict[str, Any] = {
+            "step": 0,
+            "epoch": 1,
+            "batches": 0,
+            "loss_sum": 0.0,
+            "loss_steps": 0,
+            "examples": 0,
+            "seconds": 0.0,
+            "evaluations": [],
+            "kept": None,
+            "since_better": 0,
+        }
+        best_state: dict[str, torch.Tensor] | None = None
+        saved = self.resume.current(self.seed, accelerator) if self.resume is not None else None
+        if saved is not None:
+            self.task_model.load_state_dict(saved["model"])
+            self.optimizer.load_state_dict(saved["optimizer"])
+            self.scheduler.load_state_dict(saved["scheduler"])
+            set_rng_state(saved["rng"])  # dropout continues where it stopped
+            loop, best_state = saved["loop"], saved["best"]
+            accelerator.print(f"seed {self.seed}: resumed at step {loop['step']} (epoch {loop['epoch']})")
+        progress = tqdm(
+            total=self.steps,
+            initial=loop["step"],
+            desc=f"seed {self.seed}",
+            dynamic_ncols=True,
+            disable=not (accelerator.is_main_process and sys.stderr.isatty()),
+        )
+        log_every = max(1, self.steps_per_epoch // 4)
+        stopping_early = False
+        try:
+            while loop["step"] < self.steps and not stopping_early:
+                self.sampler.set_epoch(loop["epoch"], start=loop["batches"] * self.micro_batch)
+                started = time.perf_counter()
+                batches = iter(self.train_loader)
+                while True:
+                    micro = [
+                        {k: v.to(accelerator.device) for k, v in batch.items()}
+                        for batch in itertools.islice(batches, self.accumulation)
+                    ]
+                    if not micro:
+                        break
+                    loss, examples = self._step(micro)
+                    loop["batches"] += len(micro)
+                    loop["step"] += 1
+                    loop["loss_sum"] += loss
+                    loop["loss_steps"] += 1
+                    loop["examples"] += examples * accelerator.num_processes
+                    progress.update(1)
+                    last = loop["step"] == self.steps
+                    if trainer.eval_every and (loop["step"] % trainer.eval_every == 0 or last):
+                        loop["seconds"] += time.perf_counter() - started
+                        best_state, stopping_early = self._evaluate(tracker, loop, best_state)
+                        started = time.perf_counter()
+                    elif progress.disable and loop["step"] % log_every == 0:
+                        accelerator.print(
+                            f"seed {self.seed} step {loop['step']}/{self.steps} epoch {loop['epoch']}: "
+                            f"train loss {loop['loss_sum'] / max(loop['loss_steps'], 1):.4f}"
+                        )
+                    if not last and stop.agreed(accelerator, may_sync=True):
+                        loop["seconds"] += time.perf_counter() - started
+                        self._save(loop, best_state)
+                        raise Stopped
+                    if last or stopping_early:
+                        break
+                loop["seconds"] += time.perf_counter() - started
+                if not trainer.eval_every and not stopping_early:
+                    best_state, stopping_early = self._evaluate(tracker, loop, best_state)
+                loop["epoch"] += 1
+                loop["batches"] = 0
+        finally:
+            progress.close()
+        return self._finish(loop, best_state, stopping_early)
+
+    def _step(self, micro: list[dict]) -> tuple[float, int]:
+        """One optimizer step over the micro-batches; (the mean loss, examples of this process)."""
         accelerator, model = self.accelerator, self.model
         model.train()
-        loss_sum = torch.zeros((), device=accelerator.device)
-        examples = 0
-        start = time.perf_counter()
-        for batch in self.train_loader:
-            with accelerator.autocast():
-                logits = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-            loss = self.task_model.loss(logits, batch)
-            accelerator.backward(loss)
-            accelerator.clip_grad_norm_(model.parameters(), self.config.optim.max_grad_norm)
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            loss_sum += loss.detach()
-            examples += len(batch["input_ids"])
-        mean_loss = accelerator.reduce(loss_sum, "mean").item() / len(self.train_loader)
-        elapsed = time.perf_counter() - start
-        if not math.isfinite(mean_loss):
+        total = torch.zeros((), device=accelerator.device)
+        for i, batch in enumerate(micro):
+            sync = contextlib.nullcontext() if i == len(micro) - 1 else accelerator.no_sync(model)
+            with sync:
+                with accelerator.autocast():
+                    logits = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+                loss = self.task_model.loss(logits, batch) / len(micro)
+                accelerator.backward(loss)
+            total += loss.detach()
+        accelerator.clip_grad_norm_(model.parameters(), self.config.optim.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        value = accelerator.reduce(total, "mean").item()
+        if not math.isfinite(value):
             raise FloatingPointError(
-                f"seed {self.seed} epoch {epoch}: the training loss is not finite (try a lower "
-                "optim.lr, or trainer.mixed_precision=bf16 instead of fp16)"
+                f"seed {self.seed}: the training loss is not finite (try a lower optim.lr, or "
+                "trainer.mixed_precision=bf16 instead of fp16)"
             )
-        return mean_loss, examples * accelerator.num_processes / elapsed
+        return value, sum(len(b["index"]) for b in micro)
+
+    def _evaluate(self, tracker: Tracker, loop: dict, best_state):
+        """Score the validation sets, log, keep; returns (the best weights so far with keep=best, whether early
+        stopping ends the seed)."""
+        config, accelerator = self.config, self.accelerator
+        predictions = self.predict("validation")
+        scores = self.data.score("validation", predictions)
+        row = {
+            "step": loop["step"],
+            "epoch": loop["epoch"],
+            "train_loss": loop["loss_sum"] / max(loop["loss_steps"], 1),
+            "train_examples_per_s": loop["examples"] / max(loop["seconds"], 1e-9),
+            **{f"validation/{k}": v for k, v in scores.items()},
+        }
+        extra = {}
+        for split in self.data.extra_validation_splits():
+            extra[split] = self.data.score(split, self.predict(split))
+            row.update({f"{split}/{k}": v for k, v in extra[split].items()})
+        loop["loss_sum"], loop["loss_steps"] = 0.0, 0
+        loop["evaluations"].append(row)
+        tracker.log(loop["step"], row)
+        accelerator.print(
+            f"seed {self.seed} step {loop['step']} epoch {loop['epoch']}: train loss "
+            f"{row['train_loss']:.4f}, "
+            + ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
+            + "".join(f"; {split} " + ", ".join(f"{k} {v:.4f}" for k, v in s.items()) for split, s in extra.items())
+        )
+        warning = self.data.kind.degenerate(predictions)
+        if warning:
+            accelerator.print(
+                f"warning: seed {self.seed} step {loop['step']}: the model {warning} of the validation "
+                "set (a constant answer: the scores are those of always giving it)"
+            )
+        kept = loop["kept"]
+        improved = kept is None or better(scores, kept["validation"], config.task.metrics)
+        strictly = kept is None or (improved and scores != kept["validation"])
+        if config.trainer.keep == "last" or improved:
+            loop["kept"] = {
+                "validation": scores,
+                "extra_validation": extra,
+                "step": loop["step"],
+                "epoch": loop["epoch"],
+            }
+            if config.trainer.keep == "best":
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.task_model.state_dict().items()}
+        loop["since_better"] = 0 if strictly else loop["since_better"] + 1
+        patience = config.trainer.early_stopping_patience
+        stop_early = patience is not None and loop["since_better"] >= patience and loop["step"] < self.steps
+        if stop_early:
+            accelerator.print(f"seed {self.seed}: no better score in {patience} evaluations; stopping early")
+        return best_state, stop_early
+
+    def _save(self, loop: dict, best_state) -> None:
+        assert self.resume is not None, "the main process keeps the resume state"
+        self.resume.save_current(
+            self.accelerator,
+            self.seed,
+            self.task_model.state_dict(),
+            self.optimizer.state_dict(),
+            self.scheduler.state_dict(),
+            loop,
+            best_state,
+        )
+
+    def _finish(self, loop: dict, best_state, stopped_early: bool) -> SeedResult:
+        kept = loop["kept"]
+        assert kept is not None, "at least one evaluation"
+        state = (
+            best_state
+            if best_state is not None
+            else {k: v.detach().to("cpu", copy=True) for k, v in self.task_model.state_dict().items()}
+        )
+        if best_state is not None:
+            self.task_model.load_state_dict(best_state)
+        result = SeedResult(
+            self.seed,
+            kept["validation"],
+            kept["step"],
+            kept["epoch"],
+            loop["evaluations"],
+            len({f.example for f in self.train_features}),
+            loop["examples"] / max(loop["seconds"], 1e-9),
+            kept["extra_validation"],
+            stopped_early=stopped_early,
+            state=state,
+        )
+        result.predictions["validation"] = self.predict("validation")
+        for split in self.data.extra_validation_splits():
+            result.predictions[split] = self.predict(split)
+        for split in self.data.test_splits():
+            result.predictions[split] = self.predict(split)
+            if self.data.labelled(split):
+                result.test[split] = self.data.score(split, result.predictions[split])
+        return result
 
     @torch.no_grad()
     def predict(self, split: str) -> list[Prediction]:
@@ -199,98 +387,120 @@ class FineTuner:
         return self.data.predictions(split, outputs)
 
 
-def run_finetuning(config: FinetuneConfig, config_yaml: str) -> dict:
-    """Every seed, then results.json, predictions/ and model/ in output_dir; returns the results."""
-    accelerator = Accelerator(mixed_precision=config.trainer.mixed_precision)
-    if accelerator.device.type == "cpu" and config.trainer.mixed_precision == "fp16":
-        raise ValueError("trainer.mixed_precision=fp16 needs a GPU; on CPU use bf16 or no")
+def run_finetuning(config: FinetuneConfig, config_yaml: str) -> tuple[int, dict]:
+    """Every seed, then results.json, predictions/ and model/ in output_dir; returns (the exit code: 0, or
+    EXIT_STOPPED when a signal stopped the run, and the results)."""
+    precision = resolve_precision(config.trainer.mixed_precision)
+    allow_tf32()
+    accelerator = Accelerator(mixed_precision=precision)
     out = Path(config.output_dir)
     lock = RunLock(out) if accelerator.is_main_process else None
     try:
         assert config.model_path, "FinetuneConfig checks it"
         folder = model_folder(config.model_path)
+        started_from = check_start(folder, config.from_fine_tuned)
         tokenizer = load_tokenizer(config.tokenizer_path or folder)
         with accelerator.main_process_first():  # datasets' cache is written once
             data = prepare_task_data(config.task, tokenizer)
-        accelerator.print(data.summary(folder, config))
+        accelerator.print(data.summary(folder, config) + f"\nprecision: {precision}")
+        resume = ResumeState(out, config_yaml)
+        resuming = resume.matches()
+        accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             out.mkdir(parents=True, exist_ok=True)
+            if not resuming:
+                removed = remove_stale_outputs(out)
+                if removed:
+                    accelerator.print(f"{out}: removed the outputs of an earlier run ({', '.join(removed)})")
+                resume.start()
             (out / "config.yaml").write_text(config_yaml)
-        results = []
+        accelerator.wait_for_everyone()
+        finished, kept_seed = resume.finished()
+        if finished:
+            accelerator.print(f"resuming: seed(s) {[s['seed'] for s in finished]} finished earlier")
+        stop = StopFlag()
+        summaries = list(finished)
+        kept_state = resume.kept_weights() if kept_seed is not None else None
+        kept_summary = next((s for s in finished if s["seed"] == kept_seed), None)
+        main = config.task.metrics[0]
         for seed in config.run_seeds():
-            tuner = FineTuner(config, data, accelerator, seed, folder)
-            if seed == config.run_seeds()[0]:
-                accelerator.print(
-                    f"optimizer: lr {tuner.lr:g} (layer-wise decay {config.optim.layerwise_lr_decay:g})"
-                    f", {tuner.steps} steps ({len(tuner.train_loader)} per epoch), warmup "
-                    f"{tuner.warmup}"
-                )
+            if any(s["seed"] == seed for s in finished):
+                continue
+            tuner = FineTuner(config, data, accelerator, seed, folder, resume)
+            if not summaries:
+                accelerator.print(tuner.describe())
             tracker = Tracker(
                 config.logging,
                 out / f"seed_{seed}",
                 {**yaml_mapping(config_yaml), "seed": seed},
                 enabled=accelerator.is_main_process,
+                resumed_step=resume.current_step(seed),
             )
             try:
-                result = tuner.run(tracker)
+                result = tuner.run(tracker, stop)
+            except Stopped:
+                accelerator.print(f"stop requested: seed {seed} saved; rerun the same command to resume")
+                return EXIT_STOPPED, {}
             finally:
                 tracker.finish()
             if accelerator.is_main_process:
-                write_predictions(out / f"seed_{seed}" / "predictions", result, data)
-            results.append(result)
-            kept = max(results, key=lambda r: r.validation[config.task.metrics[0]])
-            for r in results:  # only the kept seed's weights stay in memory
-                if r is not kept:
-                    r.state = None
+                write_predictions(out / f"seed_{seed}" / "predictions", result.predictions, data)
+            summary = result.summary()
+            summaries.append(summary)
+            new_kept = kept_summary is None or summary["validation"][main] > kept_summary["validation"][main]
+            if new_kept:
+                kept_summary, kept_state = summary, result.state
+            assert kept_summary is not None
+            if accelerator.is_main_process:
+                resume.seed_finished(summaries, kept_summary["seed"], result.state if new_kept else None)
             accelerator.free_memory()  # the accelerator lets go of this seed's model, optimizer and loaders
-        summary = summarise(config, results, kept)
+        assert kept_summary is not None and kept_state is not None
+        results = summarise(config, summaries, kept_summary, started_from)
         if accelerator.is_main_process:
-            finish_outputs(out, config, summary, kept, data, tokenizer, folder)
+            finish_outputs(out, config, results, kept_summary, kept_state, data, tokenizer, folder)
+            resume.finish()
         accelerator.print(
-            f"validation ({len(results)} seed(s), median): "
-            + ", ".join(f"{k} {v:.4f}" for k, v in summary["validation"].items())
+            f"validation ({len(summaries)} seed(s), median): "
+            + ", ".join(f"{k} {v:.4f}" for k, v in results["validation"].items())
             + f" -> {out / RESULTS_FILE}"
         )
-        return summary
+        return 0, results
     finally:
         if lock is not None:
             lock.release()
         accelerator.end_training()
 
 
-def summarise(config: FinetuneConfig, results: list[SeedResult], kept: SeedResult) -> dict:
-    metrics = list(results[0].validation)
-    summary = {
+def summarise(config: FinetuneConfig, seeds: list[dict], kept: dict, started_from: dict) -> dict:
+    metrics = list(seeds[0]["validation"])
+    keep = config.trainer.keep
+    summary: dict = {
         "task": config.task.name,
         "kind": config.task.kind,
         "model_path": config.model_path,
         "model_init": config.model_init,
-        "seeds": [r.seed for r in results],
+        "started_from": started_from,
+        "seeds": [s["seed"] for s in seeds],
         "metric": config.task.metrics[0],
-        "validation": {m: statistics.median(r.validation[m] for r in results) for m in metrics},
-        "validation_mean": {m: statistics.mean(r.validation[m] for r in results) for m in metrics},
-        "kept_seed": kept.seed,
-        "per_seed": [r.summary() for r in results],
+        "selection": "last: each seed's final model"
+        if keep == "last"
+        else "best: each seed's best evaluation on the validation set, so its validation scores are optimistic",
+        "validation": {m: statistics.median(s["validation"][m] for s in seeds) for m in metrics},
+        "validation_mean": {m: statistics.mean(s["validation"][m] for s in seeds) for m in metrics},
+        "kept_seed": kept["seed"],
+        "per_seed": seeds,
     }
-    tests = [r.test for r in results if r.test is not None]
-    if len(tests) == len(results):
-        summary["test"] = {m: statistics.median(test[m] for test in tests) for m in metrics}
+    for split in seeds[0].get("extra_validation", {}):
+        summary[split] = {m: statistics.median(s["extra_validation"][split][m] for s in seeds) for m in metrics}
+    for split in seeds[0].get("test", {}):
+        summary[split] = {m: statistics.median(s["test"][split][m] for s in seeds) for m in metrics}
     return summary
 
 
-def write_predictions(folder: Path, result: SeedResult, data: TaskData) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for split, predictions in result.predictions.items():
-        with open(folder / f"{split}.jsonl", "w", encoding="utf-8") as f:
-            for row in data.prediction_rows(split, predictions):
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
 def finish_outputs(
-    out: Path, config: FinetuneConfig, summary: dict, kept: SeedResult, data: TaskData, tokenizer, folder: Path
+    out: Path, config: FinetuneConfig, results: dict, kept: dict, kept_state, data: TaskData, tokenizer, folder: Path
 ) -> None:
-    shutil.rmtree(out / "predictions", ignore_errors=True)
-    shutil.copytree(out / f"seed_{kept.seed}" / "predictions", out / "predictions")
+    publish_predictions(out, out / f"seed_{kept['seed']}" / "predictions", config)
     if config.trainer.save_model:
         model = build_task_model(
             data.kind.model_class,
@@ -301,35 +511,6 @@ def finish_outputs(
             config.attn_implementation,
             pretrained=False,
         )
-        assert kept.state is not None, "the kept seed keeps its weights"
-        model.load_state_dict(kept.state)
-        shutil.rmtree(out / "model", ignore_errors=True)
-        model.save_pretrained(out / "model")
-        save_tokenizer(tokenizer, out / "model", model_max_length=config.task.max_length)
-        (out / "model" / "README.md").write_text(fine_tuned_model_card(model, summary, kept))
-        summary["model"] = str(out / "model")
-    (out / RESULTS_FILE).write_text(json.dumps(summary, indent=2) + "\n")
-
-
-def fine_tuned_model_card(model: TaskModel, summary: dict, kept: SeedResult) -> str:
-    scores = ", ".join(f"{k} {v:.4f}" for k, v in kept.validation.items())
-    medians = ", ".join(f"{k} {v:.4f}" for k, v in summary["validation"].items())
-    return "\n".join(
-        [
-            f"# ELECTRA fine-tuned: {summary['task']} ({model.architecture})",
-            "",
-            f"Fine-tuned with electra-pretrain from `{summary['model_path']}` ({summary['model_init']} weights).",
-            "",
-            f"- labels: {model.labels if model.labels else 'regression (one output)'}",
-            f"- this model: seed {kept.seed}, epoch {kept.kept_epoch}; validation {scores}",
-            f"- seeds {summary['seeds']}, validation median: {medians}",
-            f"- command: `{' '.join(['python', *sys.argv])}`",
-            "",
-            "```python",
-            f"from transformers import {model.architecture}, ElectraTokenizerFast",
-            f'model = {model.architecture}.from_pretrained("PATH")',
-            'tokenizer = ElectraTokenizerFast.from_pretrained("PATH")',
-            "```",
-            "",
-        ]
-    )
+        model.load_state_dict(kept_state)
+        results["model"] = str(write_model(out, model, tokenizer, config, results, kept, data.label_names))
+    write_results(out, results)

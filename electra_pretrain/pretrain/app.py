@@ -17,7 +17,8 @@ register_configs()
 
 
 def run(config: TrainConfig, config_yaml: str) -> int:
-    from electra_pretrain.pretrain.train import Trainer, die_with_launcher
+    from electra_pretrain.pretrain.train import Trainer
+    from electra_pretrain.signals import die_with_launcher
 
     die_with_launcher()
     return Trainer(config, config_yaml).run()

@@ -255,7 +255,7 @@ class TrainerConfig:
     max_flops: float | None = None
     global_batch_size: int = 128  # sequences per optimizer step, over all processes
     micro_batch_size: int | None = None  # per process and forward pass; None: global / processes
-    mixed_precision: str = "no"  # no | fp16 | bf16
+    mixed_precision: str = "auto"  # auto (bf16 on a GPU that has it, else fp32) | no | fp16 | bf16
     compile: bool = False  # torch.compile the joint module (inductor, static shapes); docs/scaling.md has figures
     compile_mode: str = "default"  # default | reduce-overhead (CUDA graphs: small models on GPU) | max-autotune
     keep_freed_memory: bool = True  # on CPU: glibc keeps freed blocks for the next step (allocator.py)

@@ -162,6 +162,7 @@ def startup_summary(
     accumulation: int,
     flops_per_token: float,
     warmup_steps: int,
+    precision: str,
 ) -> str:
     def count(module) -> int:
         return sum(p.numel() for p in module.parameters())
@@ -193,6 +194,6 @@ def startup_summary(
         f"{flops_per_token * config.trainer.global_batch_size * config.data.max_seq_length / 1e12:.3f} TFLOP per "
         "step at full length",
         f"schedule:      {config.trainer.max_steps} steps, lr {config.optim.lr} warmup {warmup_steps}, "
-        f"precision {config.trainer.mixed_precision}",
+        f"precision {precision}",
     ]
     return "\n".join(lines)

@@ -36,14 +36,11 @@ from tokenizers import Tokenizer
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from electra_pretrain.pretrain.packing import Example, ExampleBuilder
+from electra_pretrain.signals import STOP_SIGNALS
 
 log = logging.getLogger(__name__)
 # torchdata 0.11 calls a torch function that torch 2.13 deprecates, once per dataloader.
 warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
-
-# The signals that ask a run to save and stop (train.StopFlag). SLURM and Ctrl-C send them to every process of the
-# job, data workers included; workers ignore them so that the main process can finish its step and save.
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
 
 @dataclass

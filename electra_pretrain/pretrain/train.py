@@ -6,19 +6,16 @@ scheduler can tell "stopped, requeue me" from success (0) and failure (1). The c
 
 from __future__ import annotations
 
-import ctypes
-import os
-import signal
 import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-import torch
 from accelerate import Accelerator
 from accelerate.utils import TorchDynamoPlugin, set_seed
 from tqdm.auto import tqdm
 
 from electra_pretrain.allocator import keep_freed_memory
+from electra_pretrain.devices import allow_tf32, resolve_precision
 from electra_pretrain.flops import gpu_peak_flops
 from electra_pretrain.jobs import EXIT_STOPPED, yaml_mapping
 from electra_pretrain.optim import build_optimizer, build_scheduler
@@ -35,53 +32,15 @@ from electra_pretrain.pretrain.sources import READ_STATS, documents
 from electra_pretrain.pretrain.startup import config_changes, prepare_tokenizer, startup_summary
 from electra_pretrain.pretrain.step import LossSpikeGuard, SkipCounts, train_step
 from electra_pretrain.pretrain.stream import (
-    STOP_SIGNALS,
     ExampleStream,
     StreamConfig,
     default_num_workers,
     make_dataloader,
     stream_states,
 )
+from electra_pretrain.signals import StopFlag
 from electra_pretrain.tokenizer import token_id
 from electra_pretrain.tracking import Tracker
-
-
-class StopFlag:
-    """SIGTERM / SIGUSR1 / SIGINT (preemption, SLURM's warning signal, Ctrl-C) ask the loop to save and exit.
-
-    A second SIGINT aborts at once, as Ctrl-C does elsewhere.
-    """
-
-    def __init__(self):
-        self.requested = False
-        for sig in STOP_SIGNALS:
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def agreed(self, accelerator: Accelerator, may_sync: bool) -> bool:
-        """Whether every process stops now. One process reads its flag every step; several agree (an all-reduce,
-        a host sync) only at steps where `may_sync`, the log steps, so a stop waits up to trainer.log_every steps."""
-        if accelerator.num_processes == 1:
-            return self.requested
-        if not may_sync:
-            return False
-        flag = torch.tensor(float(self.requested), device=accelerator.device)
-        return bool(accelerator.reduce(flag, "max") > 0)
-
-
-def die_with_launcher() -> None:
-    """Under torchrun, have the kernel send SIGTERM (save and exit) to this process when the launcher dies, so
-    a killed launcher never leaves processes training and writing on their own."""
-    if "TORCHELASTIC_RUN_ID" in os.environ and sys.platform == "linux":
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-        if os.getppid() == 1:  # the launcher died before the call
-            os.kill(os.getpid(), signal.SIGTERM)
 
 
 @dataclass
@@ -111,9 +70,9 @@ class Trainer:
         dynamo = (
             TorchDynamoPlugin(backend="inductor", mode=trainer.compile_mode, dynamic=False) if trainer.compile else None
         )
-        self.accelerator = accelerator = Accelerator(mixed_precision=trainer.mixed_precision, dynamo_plugin=dynamo)
-        if accelerator.device.type == "cpu" and trainer.mixed_precision == "fp16":
-            raise ValueError("trainer.mixed_precision=fp16 needs a GPU; on CPU use bf16 or no")
+        self.precision = resolve_precision(trainer.mixed_precision)
+        allow_tf32()
+        self.accelerator = accelerator = Accelerator(mixed_precision=self.precision, dynamo_plugin=dynamo)
         if accelerator.device.type == "cpu" and trainer.keep_freed_memory and not keep_freed_memory():
             accelerator.print("trainer.keep_freed_memory: the C library is not glibc; allocator left as it is")
         self.accumulation = trainer.accumulation_steps(accelerator.num_processes)
@@ -174,10 +133,12 @@ class Trainer:
             accelerator.print(f"notice: {notice}")
         self.scheduler = build_scheduler(optimizer, warmup, trainer.max_steps)
         accelerator.print(
-            startup_summary(config, model, accelerator.num_processes, micro_batch, self.accumulation, flops, warmup)
+            startup_summary(
+                config, model, accelerator.num_processes, micro_batch, self.accumulation, flops, warmup, self.precision
+            )
         )
         # MFU is logged only where the device's peak is known.
-        data_sheet = gpu_peak_flops(trainer.mixed_precision) if accelerator.device.type == "cuda" else None
+        data_sheet = gpu_peak_flops(self.precision) if accelerator.device.type == "cuda" else None
         self.peak_flops = trainer.peak_flops or (data_sheet[0] if data_sheet else None)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         set_seed(config.seed, device_specific=True)  # masking and dropout differ between processes

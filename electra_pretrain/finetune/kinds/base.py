@@ -8,6 +8,7 @@ in this folder, registered in kinds/__init__.py.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from electra_pretrain.finetune.batches import Collate, Feature
 from electra_pretrain.finetune.config import TaskConfig
 from electra_pretrain.finetune.models import TaskModel
 from electra_pretrain.finetune.readers import TaskExample, field_of, read_table
+from electra_pretrain.wordpiece_trainer import MAX_WORD_CHARS
 
 
 @dataclass
@@ -41,6 +43,7 @@ class TaskKind:
     name: ClassVar[str]
     model_class: ClassVar[type[TaskModel]]
     unit: ClassVar[str] = "examples"  # what `truncated` counts
+    text_format: ClassVar[str] = "tsv"  # how a .txt task file is read
 
     def __init__(self, task: TaskConfig):
         self.task = task
@@ -52,6 +55,12 @@ class TaskKind:
         return list(self.task.text_fields)
 
     def read_file(self, path: Path, fmt: str, split: str) -> list[TaskExample]:
+        if fmt in ("conll", "squad"):
+            owner = "token classification" if fmt == "conll" else "question answering"
+            raise ValueError(
+                f"{path}: task.format={fmt} is for {owner}, not task.kind={self.name} (a tab-separated "
+                "file is task.format=tsv)"
+            )
         rows = read_table(path, fmt, self.needed_fields(), self.task.column_names)
         return self.from_rows(rows, split, str(path))
 
@@ -100,6 +109,13 @@ class TaskKind:
         """task.metrics over the labelled examples."""
         raise NotImplementedError
 
+    def degenerate(self, predictions: list[Prediction]) -> str | None:
+        """A warning when the model predicts one and the same thing for every example (it learnt the majority)."""
+        values = {json.dumps(p.value) for p in predictions}
+        if len(predictions) > 1 and len(values) == 1:
+            return f"predicts {predictions[0].value!r} for every one of the {len(predictions)} examples"
+        return None
+
     def prediction_row(self, example: TaskExample, prediction: Prediction) -> dict:
         """The JSON-ready fields of one prediction row (the caller adds the example's index first)."""
         row: dict = {}
@@ -128,6 +144,14 @@ def check_known(labels: list, known: list[str], source: str, split: str) -> None
             )
 
 
+def bounded(text: str, max_tokens: int) -> tuple[str, bool]:
+    """The start of `text` that can still yield `max_tokens` tokens: a token takes at least one character and a word
+    over MAX_WORD_CHARS characters is one [UNK], so longer texts are cut before tokenizing (a 50 MB row costs no
+    more than its first tokens). Returns (text, whether it was cut)."""
+    limit = max_tokens * (MAX_WORD_CHARS + 1)
+    return (text[:limit], True) if len(text) > limit else (text, False)
+
+
 def truncating_copy(tokenizer: Tokenizer, max_length: int) -> Tokenizer:
     """A copy of the tokenizer that truncates to max_length (longest first) and never pads."""
     copy = Tokenizer.from_str(tokenizer.to_str())
@@ -145,14 +169,13 @@ class SentenceTask(TaskKind):
         self, rows: list[dict], split: str, source: str, hub_names: list[str] | None = None
     ) -> list[TaskExample]:
         task, examples = self.task, []
-        labelled = split != "test" or all(
-            task.label_field in row and row[task.label_field] is not None and row[task.label_field] != -1
-            for row in rows
-        )
+        labelled = split != "test" or all(row.get(task.label_field) not in (None, -1, "") for row in rows)
         for i, row in enumerate(rows):
             where = f"{source}:{i + 1}"
             texts = tuple(str(field_of(row, name, where, "task.text_fields")) for name in task.text_fields)
             label = field_of(row, task.label_field, where, "task.label_field") if labelled else None
+            if isinstance(label, str) and not label.strip():
+                raise ValueError(f"{where}: the label ({task.label_field!r}) is empty")
             if label is not None:
                 label = self.parse_label(label, where, hub_names)
             examples.append(TaskExample(texts, label, where))
@@ -167,11 +190,17 @@ class SentenceTask(TaskKind):
 
     def encode(self, examples: Sequence[TaskExample], tokenizer: Tokenizer) -> list[Feature]:
         tokenizer = truncating_copy(tokenizer, self.task.max_length)
-        inputs = [e.texts[0] if len(e.texts) == 1 else (e.texts[0], e.texts[1]) for e in examples]
+        cut = [[bounded(text, self.task.max_length) for text in e.texts] for e in examples]
+        inputs = [texts[0][0] if len(texts) == 1 else (texts[0][0], texts[1][0]) for texts in cut]
         encodings = tokenizer.encode_batch(inputs)
         return [
             Feature(
-                i, i, enc.ids, enc.type_ids, None if e.label is None else self.label_id(e.label), bool(enc.overflowing)
+                i,
+                i,
+                enc.ids,
+                enc.type_ids,
+                None if e.label is None else self.label_id(e.label),
+                bool(enc.overflowing) or any(was_cut for _, was_cut in texts),
             )
-            for i, (e, enc) in enumerate(zip(examples, encodings))
+            for i, (e, enc, texts) in enumerate(zip(examples, encodings, cut))
         ]

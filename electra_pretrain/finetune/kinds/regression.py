@@ -3,6 +3,7 @@ error, Pearson and Spearman correlation."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -21,9 +22,12 @@ class Regression(SentenceTask):
 
     def parse_label(self, value: Any, where: str, hub_names: list[str] | None) -> float:
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise ValueError(f"{where}: label {value!r} is not a number (task.kind=regression)") from None
+        if not math.isfinite(number):
+            raise ValueError(f"{where}: label {value!r} is not a finite number (task.kind=regression)")
+        return number
 
     def collate(self, pad_id: int) -> Collate:
         return Collate(pad_id, label_dtype=torch.float32)
@@ -35,6 +39,9 @@ class Regression(SentenceTask):
 
     def predictions(self, examples: list[TaskExample], features: list, outputs: list) -> list[Prediction]:
         return [Prediction(value) for value in outputs]
+
+    def degenerate(self, predictions: list[Prediction]) -> str | None:
+        return None  # values are never all equal to the digit
 
     def score(self, examples: list[TaskExample], predictions: list[Prediction]) -> dict[str, float]:
         gold = [e.label for e in examples]

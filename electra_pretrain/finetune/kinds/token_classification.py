@@ -22,6 +22,7 @@ from electra_pretrain.finetune.kinds.base import Prediction, TaskKind, check_kno
 from electra_pretrain.finetune.metrics import OUTSIDE, span_scores
 from electra_pretrain.finetune.models import ElectraForTokenClassification
 from electra_pretrain.finetune.readers import TaskExample, field_of
+from electra_pretrain.wordpiece_trainer import MAX_WORD_CHARS
 
 
 @dataclass
@@ -34,6 +35,7 @@ class TokenClassification(TaskKind):
     name = "token_classification"
     model_class = ElectraForTokenClassification
     unit = "words"
+    text_format = "conll"
 
     def needed_fields(self) -> list[str]:
         return [self.task.tokens_field]
@@ -77,7 +79,9 @@ class TokenClassification(TaskKind):
     def encode(self, examples: Sequence[TaskExample], tokenizer: Tokenizer) -> list[Feature]:
         tokenizer = truncating_copy(tokenizer, self.task.max_length)
         ids = {name: i for i, name in enumerate(self.names)}
-        encodings = tokenizer.encode_batch([list(e.texts) for e in examples], is_pretokenized=True)
+        # a word over MAX_WORD_CHARS characters is one [UNK] however long: no need to read all of it
+        words = [[word[: MAX_WORD_CHARS + 1] for word in e.texts] for e in examples]
+        encodings = tokenizer.encode_batch(words, is_pretokenized=True)
         features: list[Feature] = []
         for index, (example, encoding) in enumerate(zip(examples, encodings)):
             first: list[int | None] = [None] * len(example.texts)
