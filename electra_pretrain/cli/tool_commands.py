@@ -10,11 +10,14 @@ from electra_pretrain.cli.pretrain_commands import resolve_device
 from electra_pretrain.config_base import MIXED_PRECISIONS
 from electra_pretrain.model_config import PRESETS
 from electra_pretrain.pretrain.config import DOCUMENT_BOUNDARIES
+from electra_pretrain.tools.study import DEFAULT_LABELS, FULL_LABELS
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     add_bench(sub)
     add_spam_corpus(sub)
+    add_study(sub)
+    add_sotu_eras(sub)
 
 
 def add_bench(sub: argparse._SubParsersAction) -> None:
@@ -208,3 +211,80 @@ def spam_corpus_command(args: argparse.Namespace) -> None:
 
     for split, counts in write_splits(args.package_data, args.out).items():
         print(f"{args.out / split}.csv: {counts['ham']} ham, {counts['spam']} spam")
+
+
+def add_study(sub: argparse._SubParsersAction) -> None:
+    study = sub.add_parser(
+        "study",
+        help="label efficiency: RTD and masked-LM pretraining at equal FLOPs and random "
+        "weights, fine-tuned at several label counts (tools/study.py)",
+    )
+    study.add_argument("out", type=Path, help="the study's folder (rerun to resume)")
+    study.add_argument("task", nargs="+", help="finetune.py overrides naming the task and its files, e.g. task=spam")
+    study.add_argument(
+        "--text",
+        nargs="+",
+        default=[],
+        help="unlabeled text files to pretrain on (default: the task's training split, labels dropped)",
+    )
+    study.add_argument(
+        "--pretrain",
+        nargs="+",
+        default=["experiment=cpu_domain"],
+        help="train.py overrides of both pretraining runs (default: experiment=cpu_domain)",
+    )
+    study.add_argument("--finetune", nargs="+", default=[], help="more finetune.py overrides for every run")
+    study.add_argument(
+        "--labels",
+        default=",".join(DEFAULT_LABELS),
+        help="label counts, comma-separated; 'all' for the whole training split",
+    )
+    study.add_argument("--seeds", default="0,1,2", help="fine-tuning seeds, comma-separated")
+    study.add_argument("--lrs", default="1e-4,3e-4,1e-3", help="learning rates searched for every start and count")
+    study.add_argument("--search-seeds", type=int, default=1, help="seeds the lr search runs on (the first ones)")
+    study.add_argument("--starts", default="rtd,mlm,random", help="which starts: rtd, mlm, random")
+    study.add_argument(
+        "--full", action="store_true", help="the full grid: 50,100,300,1000,all labels, the lr search on every seed"
+    )
+    study.set_defaults(func=study_command)
+
+
+def study_command(args: argparse.Namespace) -> None:
+    from electra_pretrain.tools.study import StudyConfig, run_study
+
+    seeds = tuple(int(s) for s in args.seeds.split(","))
+    config = StudyConfig(
+        out=args.out,
+        task_overrides=args.task,
+        text=args.text,
+        pretrain_overrides=args.pretrain,
+        finetune_overrides=args.finetune,
+        starts=tuple(args.starts.split(",")),
+        labels=FULL_LABELS if args.full else tuple(args.labels.split(",")),
+        seeds=seeds,
+        lrs=tuple(float(lr) for lr in args.lrs.split(",")),
+        search_seeds=len(seeds) if args.full else args.search_seeds,
+    )
+    report = run_study(config)
+    print((args.out / "study.md").read_text(), end="")
+    print(
+        f"wrote {args.out / 'study.json'}, {args.out / 'study.md'}, {args.out / 'study.png'} "
+        f"({report['task']}, {report['metric']})"
+    )
+
+
+def add_sotu_eras(sub: argparse._SubParsersAction) -> None:
+    eras = sub.add_parser(
+        "sotu-eras",
+        help="State of the Union passages labelled by era, as train/validation/test csv (a second task for the study)",
+    )
+    eras.add_argument("sotu", type=Path, help="the addresses (make data: data/sotu)")
+    eras.add_argument("--out", type=Path, default=Path("data/sotu_eras"), help="folder for the csv files")
+    eras.set_defaults(func=sotu_eras_command)
+
+
+def sotu_eras_command(args: argparse.Namespace) -> None:
+    from electra_pretrain.tools.sotu_corpus import write_era_splits
+
+    for split, counts in write_era_splits(args.sotu, args.out).items():
+        print(f"{args.out / split}.csv: " + ", ".join(f"{era} {n}" for era, n in counts.items()))

@@ -154,7 +154,8 @@ class FinetuneTrainerConfig:
     batch_size: int = 32  # examples per optimizer step, over all processes
     micro_batch_size: int | None = None  # per process and forward pass; None: all of the process's share at once
     eval_batch_size: int = 128  # per process
-    eval_every: int | None = None  # evaluate every N optimizer steps (and at the end); None: after every epoch
+    # evaluate every N optimizer steps and at the end; 0: only at the end; None: after every epoch
+    eval_every: int | None = None
     early_stopping_patience: int | None = None  # stop after this many evaluations without a better score
     mixed_precision: str = "auto"  # auto (bf16 on a GPU that has it, else fp32) | no | fp16 | bf16
     # last: each seed's final model (what google-research/electra and transformers report) | best: its best
@@ -168,10 +169,12 @@ class FinetuneTrainerConfig:
         for name in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"trainer.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_steps", "micro_batch_size", "eval_every", "early_stopping_patience"):
+        for name in ("max_steps", "micro_batch_size", "early_stopping_patience"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"trainer.{name} must be >= 1 (or null), got {value}")
+        if self.eval_every is not None and self.eval_every < 0:
+            raise ValueError(f"trainer.eval_every must be >= 0 (0: only at the end) or null, got {self.eval_every}")
 
     def accumulation_steps(self, num_processes: int) -> int:
         """Micro-batches per optimizer step on each process: batch_size / (micro_batch_size x processes)."""

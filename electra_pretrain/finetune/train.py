@@ -89,6 +89,12 @@ class SeedResult:
         return row
 
 
+def evaluation_plan(eval_every: int | None) -> str:
+    if eval_every is None:
+        return "evaluation after every epoch"
+    return f"evaluation every {eval_every} steps and at the end" if eval_every else "evaluation at the end"
+
+
 def better(scores: dict[str, float], than: dict[str, float] | None, metrics: list[str]) -> bool:
     """Whether `scores` is at least as good as `than`: task.metrics compared in order, the first that differs
     decides; a full tie counts as better, so the later evaluation is kept."""
@@ -172,8 +178,12 @@ class FineTuner:
             f"optimizer: lr {self.lr:g} (layer-wise decay {self.decay:g}), {self.steps} steps "
             f"({self.steps_per_epoch} per epoch; batch {trainer.batch_size} = {self.accelerator.num_processes} "
             f"process(es) x {micro} x {self.accumulation} accumulation), warmup {self.warmup}; "
-            f"{'evaluation every ' + str(trainer.eval_every) + ' steps' if trainer.eval_every else 'evaluation after every epoch'}"
-            f"{f', early stopping after {trainer.early_stopping_patience} without a better score' if trainer.early_stopping_patience else ''}"
+            + evaluation_plan(trainer.eval_every)
+            + (
+                f", early stopping after {trainer.early_stopping_patience} evaluations without a better score"
+                if trainer.early_stopping_patience
+                else ""
+            )
         )
 
     def run(self, tracker: Tracker, stop: StopFlag) -> SeedResult:
@@ -228,7 +238,9 @@ class FineTuner:
                     loop["examples"] += examples * accelerator.num_processes
                     progress.update(1)
                     last = loop["step"] == self.steps
-                    if trainer.eval_every and (loop["step"] % trainer.eval_every == 0 or last):
+                    if trainer.eval_every is not None and (
+                        last or (trainer.eval_every and loop["step"] % trainer.eval_every == 0)
+                    ):
                         loop["seconds"] += time.perf_counter() - started
                         best_state, stopping_early = self._evaluate(tracker, loop, best_state)
                         started = time.perf_counter()
@@ -244,7 +256,7 @@ class FineTuner:
                     if last or stopping_early:
                         break
                 loop["seconds"] += time.perf_counter() - started
-                if not trainer.eval_every and not stopping_early:
+                if trainer.eval_every is None and not stopping_early:
                     best_state, stopping_early = self._evaluate(tracker, loop, best_state)
                 loop["epoch"] += 1
                 loop["batches"] = 0
