@@ -33,3 +33,13 @@ def allow_tf32() -> None:
     if on_gpu():
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+
+
+def release_accelerator_state() -> None:
+    """Forget the precision and the plugins of the run that just ended, so that another run in this process (a
+    study, a benchmark, a test) may choose its own: accelerate keeps them process-wide and refuses a change.
+    The distributed state (PartialState: ranks, process group) stays, as it must."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()

@@ -40,7 +40,9 @@ def check_known_keys(config: DictConfig, schema: DictConfig, prefix: str = "") -
             known = ", ".join(sorted(str(k) for k in schema))
             raise ValueError(f"unknown config key {name!r} (known under {prefix.rstrip('.') or 'the root'}: {known})")
         value, expected = config[key], schema[key]
-        if isinstance(value, DictConfig) and isinstance(expected, DictConfig):
+        # A dict-typed field (e.g. task.extra_validation_files) takes keys of the user's choosing.
+        open_mapping = OmegaConf.get_type(expected) is dict
+        if isinstance(value, DictConfig) and isinstance(expected, DictConfig) and not open_mapping:
             check_known_keys(value, expected, f"{name}.")
 
 

@@ -63,6 +63,8 @@ def write_glue_submission(folder: Path, config: FinetuneConfig) -> None:
     """`index<TAB>prediction` files as the GLUE leaderboard reads them, from the predictions/<split>.jsonl in
     `folder` (label names; STS-B scores to 3 decimals)."""
     for split, name in config.task.glue_submission.items():
+        if not (folder / f"{split}.jsonl").is_file():
+            continue  # that test set was not given
         rows = ["index\tprediction"]
         with open(folder / f"{split}.jsonl", encoding="utf-8") as f:
             for line in f:

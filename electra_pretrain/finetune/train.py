@@ -29,7 +29,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from electra_pretrain.devices import allow_tf32, resolve_precision
+from electra_pretrain.devices import allow_tf32, release_accelerator_state, resolve_precision
 from electra_pretrain.finetune.batches import EpochSampler, TaskDataset
 from electra_pretrain.finetune.checkpoint import ResumeState, set_rng_state
 from electra_pretrain.finetune.config import FinetuneConfig
@@ -146,8 +146,14 @@ class FineTuner:
         )
         # This process's micro-batches, moved to the device here: the sampler already shards (the loader is not
         # handed to accelerate, whose resharding would tie the order to the number of processes).
+        # A private generator: starting an iterator draws a seed from it, and must not draw from the global one,
+        # which decides dropout (a resumed run restores it and then starts an iterator the uninterrupted one did not).
         self.train_loader = torch.utils.data.DataLoader(
-            TaskDataset(self.train_features), batch_size=micro_batch, sampler=self.sampler, collate_fn=collate
+            TaskDataset(self.train_features),
+            batch_size=micro_batch,
+            sampler=self.sampler,
+            collate_fn=collate,
+            generator=torch.Generator().manual_seed(seed),
         )
         self.micro_batch = micro_batch
         evaluation = {
@@ -481,6 +487,7 @@ def run_finetuning(config: FinetuneConfig, config_yaml: str) -> tuple[int, dict]
         if lock is not None:
             lock.release()
         accelerator.end_training()
+        release_accelerator_state()
 
 
 def summarise(config: FinetuneConfig, seeds: list[dict], kept: dict, started_from: dict) -> dict:

@@ -15,7 +15,7 @@ from accelerate.utils import TorchDynamoPlugin, set_seed
 from tqdm.auto import tqdm
 
 from electra_pretrain.allocator import keep_freed_memory
-from electra_pretrain.devices import allow_tf32, resolve_precision
+from electra_pretrain.devices import allow_tf32, release_accelerator_state, resolve_precision
 from electra_pretrain.flops import gpu_peak_flops
 from electra_pretrain.jobs import EXIT_STOPPED, yaml_mapping
 from electra_pretrain.optim import build_optimizer, build_scheduler
@@ -407,3 +407,4 @@ class Trainer:
         self.checkpointer.close()
         self.dataloader = None  # its workers stop with the iterator it holds (else they would outlive the run)
         self.accelerator.end_training()
+        release_accelerator_state()

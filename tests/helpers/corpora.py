@@ -92,3 +92,50 @@ def write_conll(path: Path, sentences: int, seed: int, long_sentence: int = 0) -
         lines += [f"{word} NN O" for word in (FILLER * 10)[:long_sentence]] + [""]
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def squad_document(questions: int, seed: int, impossible_share: float = 0.0, long_every: int = 0) -> dict:
+    """SQuAD JSON: contexts of filler words in which "the capital is <city>"; the question asks for the capital and
+    the answer is the city. `impossible_share` of the questions ask for something the context lacks (SQuAD 2.0);
+    every `long_every`-th context is long enough to need several windows, the answer near its end."""
+    import random
+
+    rng = random.Random(seed)
+    cities = ["paris", "rome", "oslo", "lima", "cairo", "quito"]
+    paragraphs = []
+    for i in range(questions):
+        filler = " ".join(rng.choice(FILLER) for _ in range(rng.randint(4, 10)))
+        city = rng.choice(cities)
+        tail = " ".join(rng.choice(FILLER) for _ in range(60 if long_every and i % long_every == 0 else 3))
+        if long_every and i % long_every == 0:
+            context = f"{filler} {tail} the capital is {city} . {filler}"
+        else:
+            context = f"{filler} the capital is {city} . {tail}"
+        start = context.index("the capital is ") + len("the capital is ")
+        impossible = rng.random() < impossible_share
+        question = "what is the river ?" if impossible else "what is the capital ?"
+        answers = [] if impossible else [{"text": city, "answer_start": start}]
+        paragraphs.append(
+            {
+                "context": context,
+                "qas": [{"id": f"q{seed}-{i}", "question": question, "answers": answers, "is_impossible": impossible}],
+            }
+        )
+    return {"version": "v2.0", "data": [{"title": "generated", "paragraphs": paragraphs}]}
+
+
+def write_swag_csv(path: Path, rows: int, seed: int) -> Path:
+    """SWAG's columns: sent1 (context), sent2 (start of the ending), ending0-3, label; the right ending is the one
+    that says "summer"."""
+    import csv
+    import random
+
+    rng = random.Random(seed)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["sent1", "sent2", "ending0", "ending1", "ending2", "ending3", "label"])
+        for _ in range(rows):
+            label = rng.randrange(4)
+            endings = [" ".join(rng.sample(FILLER, 3) + (["summer"] if k == label else ["winter"])) for k in range(4)]
+            writer.writerow([" ".join(rng.sample(FILLER, 5)), "then", *endings, label])
+    return path
