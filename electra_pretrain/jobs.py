@@ -15,6 +15,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from electra_pretrain.failures import known_failure
+
 EXIT_FAILED = 1
 EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped by a signal after saving; rerun the same command to resume
 # The errors a user can act on (bad input, a full disk, a diverged run): one line, no traceback.
@@ -73,8 +75,11 @@ def run_job(cfg: DictConfig, schema: type, run: Callable[[Any, str], int]) -> No
     try:
         check_known_keys(cfg, OmegaConf.structured(schema))
         code = run(OmegaConf.to_object(cfg), OmegaConf.to_yaml(cfg, resolve=True))
-    except USER_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
+    except Exception as error:
+        known = known_failure(error)
+        if known is None and not isinstance(error, USER_ERRORS):
+            raise  # a bug: Hydra prints the traceback and the process exits with 1
+        print(f"error: {known or error}", file=sys.stderr)
         code = EXIT_FAILED
     if code and HydraConfig.get().mode == RunMode.MULTIRUN:
         FAILED_JOBS.append(cfg.output_dir)

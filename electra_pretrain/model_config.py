@@ -14,6 +14,7 @@ ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 DROPOUT_IMPLEMENTATIONS = ("auto", "torch", "packed")  # auto: packed on CPU, torch on GPU (dropout.py)
 HIDDEN_ACTS = ("gelu", "gelu_new", "relu", "silu")  # modeling.ACTIVATIONS implements each
 CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
 
 
 @dataclass

@@ -15,13 +15,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from electra_pretrain.dropout import Dropout, uses_packed
-from electra_pretrain.model_config import ATTN_IMPLEMENTATIONS, CONFIG_NAME, HIDDEN_ACTS, ElectraConfig
+from electra_pretrain.files import verify_folder
+from electra_pretrain.model_config import ATTN_IMPLEMENTATIONS, CONFIG_NAME, HIDDEN_ACTS, WEIGHTS_NAME, ElectraConfig
+from electra_pretrain.weights import read_safetensors
 
-WEIGHTS_NAME = "model.safetensors"
 ACTIVATIONS = {
     "gelu": lambda x: F.gelu(x),
     "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
@@ -215,9 +216,12 @@ class ElectraPreTrainedBase(nn.Module):
         save_file(tensors, directory / WEIGHTS_NAME, metadata={"format": "pt"})
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, attn_implementation: str = "sdpa"):
+    def from_pretrained(cls, directory: str | Path, attn_implementation: str = "sdpa", verify: bool = True):
+        """A folder this project or transformers wrote; checked against its checksums.json first when `verify`."""
         directory = Path(directory)
         config = ElectraConfig.load(directory)
+        if verify:
+            verify_folder(directory)
         architectures = json.loads((directory / CONFIG_NAME).read_text()).get("architectures") or []  # valid: loaded
         if architectures and cls.architecture not in architectures:
             raise ValueError(
@@ -228,7 +232,7 @@ class ElectraPreTrainedBase(nn.Module):
         if not weights.is_file():
             raise FileNotFoundError(f"{weights}: no model.safetensors (only safetensors weights are loaded)")
         model = cls(config, attn_implementation)
-        model.load_weights(load_file(weights), source=str(weights))
+        model.load_weights(read_safetensors(weights), source=str(weights))
         return model
 
     def load_weights(self, state: dict[str, torch.Tensor], source: str) -> None:

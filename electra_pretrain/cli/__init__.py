@@ -58,6 +58,11 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except Exception as error:
+        from electra_pretrain.failures import known_failure
+
+        known = known_failure(error)
+        if known is None and not isinstance(error, (ValueError, OSError)):
+            raise
+        print(f"error: {known or error}", file=sys.stderr)
         sys.exit(1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from electra_pretrain.cli.options import add_no_verify
 from electra_pretrain.config_base import MIXED_PRECISIONS
 
 
@@ -24,6 +25,7 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     predict.add_argument(
         "--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (auto: cuda when available)"
     )
+    add_no_verify(predict)
     predict.set_defaults(func=predict_command)
 
 
@@ -34,7 +36,7 @@ def predict_command(args: argparse.Namespace) -> None:
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    rows = predict_files(args.model_dir, args.files, args.batch_size, args.precision, args.device)
+    rows = predict_files(args.model_dir, args.files, args.batch_size, args.precision, args.device, args.verify)
     count = write_prediction_rows(rows, args.out)
     if args.out:
         print(f"wrote {count} predictions to {args.out}", file=sys.stderr)

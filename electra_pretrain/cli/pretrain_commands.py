@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from electra_pretrain.cli.options import add_no_verify
 from electra_pretrain.pretrain.config import DATA_FORMATS, DOCUMENT_BOUNDARIES
 from electra_pretrain.pretrain.plot import X_AXES
 
@@ -36,13 +37,15 @@ def add_tokenizer(sub: argparse._SubParsersAction) -> None:
 
 def tokenizer_train_command(args: argparse.Namespace) -> None:
     from electra_pretrain.pretrain.config import SourceSpec
-    from electra_pretrain.pretrain.sources import documents
+    from electra_pretrain.pretrain.sources import READ_STATS, documents
     from electra_pretrain.tokenizer import save_tokenizer, train_tokenizer
 
     spec = SourceSpec(files=args.files, document_boundary=args.document_boundary, text_field=args.text_field)
     texts = (row["text"] for row in documents([spec], seed=0, shuffle_files=False))
     tokenizer = train_tokenizer(texts, vocab_size=args.vocab_size, lowercase=not args.cased)
     save_tokenizer(tokenizer, args.out)
+    if READ_STATS:
+        print(f"data: skipped or repaired {dict(READ_STATS)} (the warnings above name the files)")
     print(f"saved a {tokenizer.get_vocab_size()}-token WordPiece tokenizer to {args.out}")
 
 
@@ -50,13 +53,14 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     export = sub.add_parser("export", help="export a resume checkpoint as discriminator/ and generator/")
     export.add_argument("checkpoint", help="output_dir/checkpoints/step_<N>")
     export.add_argument("--out", required=True, help="the folder to write discriminator/ and generator/ to")
+    add_no_verify(export)
     export.set_defaults(func=export_command)
 
 
 def export_command(args: argparse.Namespace) -> None:
     from electra_pretrain.pretrain.export import export_checkpoint
 
-    folders = export_checkpoint(args.checkpoint, args.out)
+    folders = export_checkpoint(args.checkpoint, args.out, verify=args.verify)
     print(f"exported {' and '.join(str(folder) for folder in folders)}")
 
 
@@ -65,7 +69,12 @@ def add_detect(sub: argparse._SubParsersAction) -> None:
     detect.add_argument("model_dir", help="an exported discriminator folder")
     detect.add_argument("sentence", help="the text to score")
     detect.add_argument("--threshold", type=float, default=0.5, help="mark tokens above this probability")
-    detect.add_argument("--json", action="store_true", help='print [{"token": ..., "probability": ...}, ...]')
+    detect.add_argument(
+        "--json",
+        action="store_true",
+        help='print [{"token": ..., "probability": ..., "replaced": probability > threshold}, ...]',
+    )
+    add_no_verify(detect)
     detect.set_defaults(func=detect_command)
 
 
@@ -73,10 +82,12 @@ def detect_command(args: argparse.Namespace) -> None:
     """Print each token of the sentence with the discriminator's probability that it was replaced."""
     from electra_pretrain.pretrain.detect import replaced_probabilities
 
-    rows = replaced_probabilities(args.model_dir, args.sentence)
+    rows, windows = replaced_probabilities(args.model_dir, args.sentence, verify=args.verify)
     if args.json:
-        print(json.dumps(rows))
+        print(json.dumps([{**row, "replaced": row["probability"] > args.threshold} for row in rows]))
         return
+    if windows > 1:
+        print(f"(the text is {len(rows)} tokens: scored in {windows} windows of the model's length)")
     width = max((len(row["token"]) for row in rows), default=0)
     for row in rows:
         flag = "  <- replaced?" if row["probability"] > args.threshold else ""
@@ -87,8 +98,8 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     evaluate = sub.add_parser("evaluate", help="held-out metrics (MLM, RTD, AUCs) on text files")
     evaluate.add_argument(
         "path",
-        help="a checkpoint folder, an export folder (discriminator/ + generator/) or a "
-        "discriminator folder alone (then only random_replacement_auc)",
+        help="a run folder (its newest checkpoint), a checkpoint folder, an export folder (discriminator/ + "
+        "generator/, or mlm/) or a model folder alone (a discriminator: random_replacement_auc only)",
     )
     evaluate.add_argument("--data", nargs="+", required=True, help="files, globs or directories, as data.files")
     evaluate.add_argument(
@@ -119,6 +130,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
         help="where to evaluate (auto: cuda when available)",
     )
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    add_no_verify(evaluate)
     evaluate.set_defaults(func=evaluate_command)
 
 
@@ -136,6 +148,7 @@ def evaluate_command(args: argparse.Namespace) -> None:
         max_tokens=args.max_tokens,
         held_out_share=args.held_out_share,
         device=resolve_device(args.device),
+        verify=args.verify,
     )
     if args.json:
         print(json.dumps(results))

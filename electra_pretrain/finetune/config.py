@@ -195,6 +195,7 @@ class FinetuneConfig:
     # with this set: its encoder is used, its head left out, and results.json says so (scores are not comparable)
     from_fine_tuned: bool = False
     tokenizer_path: str | None = None  # default: the model folder's tokenizer
+    verify_checksums: bool = True  # check model_path against its checksums.json; false reads a changed folder anyway
     classifier_dropout: float | None = None  # None: the model's hidden_dropout_prob (transformers' rule)
     attn_implementation: str = "sdpa"
     task: TaskConfig = field(default_factory=TaskConfig)

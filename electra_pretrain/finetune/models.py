@@ -288,6 +288,7 @@ def build_task_model(
     classifier_dropout: float | None,
     attn_implementation: str,
     pretrained: bool,
+    verify: bool = True,
 ) -> TaskModel:
     """The task model shaped by folder/config.json; its encoder's weights loaded from the folder when `pretrained`
     (the head is always new). The folder's other weights (a pretraining or an earlier task head) are left out and
@@ -295,7 +296,7 @@ def build_task_model(
     model = model_class(checked_config(folder, tokenizer), labels, classifier_dropout, attn_implementation)
     if not pretrained:
         return model
-    weights = read_weights(folder)
+    weights = read_weights(folder, verify)
     encoder = {
         k: v for k, v in weights.items() if k.startswith(ENCODER_PREFIX) and not k.endswith("position_ids")
     }  # position_ids: a buffer

@@ -10,7 +10,7 @@
   seed_<s>/                  each seed's metrics.jsonl (and wandb run) and predictions
 
 A fresh run first removes an earlier run's outputs from the folder (naming them in the log); the final outputs are
-written beside their place and renamed into it.
+written beside their place, fsynced and renamed into it (model/ with its checksums.json).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from electra_pretrain.files import publish_file, publish_folder, staging
 from electra_pretrain.finetune.config import FinetuneConfig
 from electra_pretrain.finetune.data import TaskData
 from electra_pretrain.finetune.kinds import Prediction
@@ -74,38 +75,25 @@ def write_glue_submission(folder: Path, config: FinetuneConfig) -> None:
         (folder / f"{name}.tsv").write_text("\n".join(rows) + "\n")
 
 
-def replace(target: Path, staged: Path) -> None:
-    """Put `staged` at `target` in one rename (an earlier `target` goes after the new one is in place)."""
-    old = target.with_name(f".old_{target.name}")
-    if target.exists():
-        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
-        target.rename(old)
-    staged.rename(target)
-    if old.exists():
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
-
-
 def write_model(
     out: Path, model: TaskModel, tokenizer, config: FinetuneConfig, summary: dict, kept: dict, labels: list[str] | None
 ) -> Path:
     """output_dir/model: the kept seed's weights as a transformers folder, the tokenizer, task.yaml, the card."""
     from electra_pretrain.tokenizer import save_tokenizer
 
-    staged = out / ".tmp_model"
-    shutil.rmtree(staged, ignore_errors=True)
-    model.save_pretrained(staged)
-    save_tokenizer(tokenizer, staged, model_max_length=config.task.max_length)
-    task = OmegaConf.to_yaml(OmegaConf.create({"task": OmegaConf.structured(config.task), "labels": labels}))
-    (staged / TASK_FILE).write_text(task)
-    (staged / "README.md").write_text(fine_tuned_model_card(model, summary, kept))
-    replace(out / "model", staged)
-    return out / "model"
+    with staging(out / "model") as staged:
+        model.save_pretrained(staged)
+        save_tokenizer(tokenizer, staged, model_max_length=config.task.max_length)
+        task = OmegaConf.to_yaml(OmegaConf.create({"task": OmegaConf.structured(config.task), "labels": labels}))
+        (staged / TASK_FILE).write_text(task)
+        (staged / "README.md").write_text(fine_tuned_model_card(model, summary, kept))
+        return publish_folder(staged, out / "model")
 
 
 def write_results(out: Path, summary: dict) -> None:
     staged = out / f".tmp_{RESULTS_FILE}"
     staged.write_text(json.dumps(summary, indent=2) + "\n")
-    replace(out / RESULTS_FILE, staged)
+    publish_file(staged, out / RESULTS_FILE)
 
 
 def publish_predictions(out: Path, seed_folder: Path, config: FinetuneConfig) -> None:
@@ -114,7 +102,7 @@ def publish_predictions(out: Path, seed_folder: Path, config: FinetuneConfig) ->
     shutil.rmtree(staged, ignore_errors=True)
     shutil.copytree(seed_folder, staged)
     write_glue_submission(staged, config)
-    replace(out / "predictions", staged)
+    publish_folder(staged, out / "predictions", with_checksums=False)
 
 
 def fine_tuned_model_card(model: TaskModel, summary: dict, kept: dict) -> str:

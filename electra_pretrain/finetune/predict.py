@@ -38,7 +38,7 @@ class _Gather:
         return tensor
 
 
-def load_fine_tuned(folder: Path) -> tuple[TaskKind, TaskModel]:
+def load_fine_tuned(folder: Path, verify: bool = True) -> tuple[TaskKind, TaskModel]:
     """The task kind (with its labels) and the model, every weight loaded strictly, from output_dir/model."""
     task_file = folder / TASK_FILE
     if not task_file.is_file():
@@ -49,17 +49,22 @@ def load_fine_tuned(folder: Path) -> tuple[TaskKind, TaskModel]:
     kind = task_kind(task)
     kind.labels = list(saved["labels"]) if saved.get("labels") is not None else None
     model = kind.model_class(ElectraConfig.load(folder), kind.labels)
-    model.load_weights(read_weights(folder), str(folder))
+    model.load_weights(read_weights(folder, verify), str(folder))
     return kind, model.eval()
 
 
 def predict_files(
-    folder: Path, files: list[str], batch_size: int = 64, precision: str = "auto", device: str = "auto"
+    folder: Path,
+    files: list[str],
+    batch_size: int = 64,
+    precision: str = "auto",
+    device: str = "auto",
+    verify: bool = True,
 ) -> Iterator[dict]:
     """The prediction row of every example of the files, in file order."""
     from electra_pretrain.devices import resolve_precision
 
-    kind, model = load_fine_tuned(folder)
+    kind, model = load_fine_tuned(folder, verify)
     tokenizer = load_tokenizer(folder)
     examples = read_split(kind, kind.task, "test", files, "test")
     features = kind.encode(examples, tokenizer)

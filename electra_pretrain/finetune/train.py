@@ -131,6 +131,7 @@ class FineTuner:
             config.classifier_dropout,
             config.attn_implementation,
             pretrained=config.model_init == "pretrained",
+            verify=config.verify_checksums,
         )
         self.lr = config.optim.lr_for(model.config.hidden_size)
         self.decay = config.optim.decay_for(model.config.hidden_size)

@@ -16,7 +16,6 @@ Weights are loaded from safetensors only; everything else with `torch.load(weigh
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -32,6 +31,7 @@ from accelerate import Accelerator
 from safetensors.torch import load_model, save_model
 from tokenizers import Tokenizer
 
+from electra_pretrain.files import checksums, fsync, fsync_tree, verify_checksums
 from electra_pretrain.pretrain.config import TrainerConfig
 from electra_pretrain.run_lock import RunLock
 from electra_pretrain.tokenizer import load_tokenizer, save_tokenizer
@@ -85,33 +85,24 @@ def _tuples(value):
     return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def checksums(folder: Path) -> dict[str, str]:
+def checkpoint_checksums(folder: Path) -> dict[str, str]:
     """sha256 of every file under `folder` but the state file, by relative path."""
-    return {
-        str(p.relative_to(folder)): sha256(p) for p in sorted(folder.rglob("*")) if p.is_file() and p.name != STATE_FILE
-    }
+    return checksums(folder, leave_out=(STATE_FILE,))
 
 
-def fsync(path: Path) -> None:
-    """Flush a file, or a folder's entries (e.g. a rename inside it), to disk."""
-    fd = os.open(path, os.O_RDONLY)
+def verify_checkpoint(folder: Path) -> None:
+    """Every file of a checkpoint folder matches the checksums its trainer_state.json records."""
+    state = folder / STATE_FILE
+    if not state.is_file():
+        raise ValueError(
+            f"{folder}: no {STATE_FILE}, so its files cannot be verified (an incomplete copy?); "
+            "--no-verify reads it anyway"
+        )
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_tree(folder: Path) -> None:
-    for path in [*sorted(folder.rglob("*"), reverse=True), folder]:
-        fsync(path)
+        recorded = json.loads(state.read_text())["checksums"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise ValueError(f"{state}: not a checkpoint state this version reads (damaged?)") from None
+    verify_checksums(folder, recorded, str(state))
 
 
 def complete_checkpoints(checkpoints_dir: Path) -> list[Path]:
@@ -190,7 +181,7 @@ class Checkpointer:
                     "step": step,
                     "num_processes": accelerator.num_processes,
                     "train_state": train_state,
-                    "checksums": checksums(tmp),
+                    "checksums": checkpoint_checksums(tmp),
                 }
                 (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
                 fsync_tree(tmp)
@@ -253,9 +244,10 @@ class Checkpointer:
     def _load(self, checkpoint: Path, model, optimizer, scheduler, tokenizer: Tokenizer) -> Resumed:
         accelerator = self.accelerator
         state = json.loads((checkpoint / STATE_FILE).read_text())
-        for name, expected in state["checksums"].items():
-            if sha256(checkpoint / name) != expected:
-                raise CheckpointDamaged(f"{name} does not match its checksum")
+        try:
+            verify_checksums(checkpoint, state["checksums"], STATE_FILE)
+        except ValueError as error:
+            raise CheckpointDamaged(str(error)) from None
         saved = load_tokenizer(checkpoint / "tokenizer").get_vocab()
         ours = tokenizer.get_vocab()
         if saved != ours:

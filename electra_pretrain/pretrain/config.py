@@ -57,6 +57,7 @@ class ModelConfig:
     init_from: str | None = None  # an export root: DIR/discriminator + DIR/generator
     init_discriminator: str | None = None  # or a released-layout discriminator folder
     init_generator: str | None = None  # and optionally its generator (else a fresh one shares its embeddings)
+    verify_checksums: bool = True  # check those folders against their checksums.json (false: read them anyway)
     generator_hidden_fraction: float = 0.25  # generator width / discriminator width (GR: small 0.25, base 1/3)
     embedding_sharing: str = "tied"  # tied | gdes (DeBERTa-v3) | none
     attn_implementation: str = "sdpa"  # sdpa | eager

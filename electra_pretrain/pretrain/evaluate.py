@@ -32,13 +32,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from safetensors.torch import load_model
 from tokenizers import Tokenizer
 
 from electra_pretrain.jobs import yaml_mapping
 from electra_pretrain.model_config import ElectraConfig
 from electra_pretrain.modeling import ElectraDiscriminator, ElectraGenerator
 from electra_pretrain.pretrain.build import build_model, joint_module, masked_lm_module
+from electra_pretrain.pretrain.checkpoint import complete_checkpoints, verify_checkpoint
 from electra_pretrain.pretrain.config import ModelConfig, SourceSpec
 from electra_pretrain.pretrain.export import TRAIN_CONFIG, checkpoint_model_config
 from electra_pretrain.pretrain.objective import Electra, MaskedLM, Objective
@@ -47,7 +47,7 @@ from electra_pretrain.pretrain.representations import effective_rank, mean_cosin
 from electra_pretrain.pretrain.sources import documents
 from electra_pretrain.pretrain.stream import Collator
 from electra_pretrain.tokenizer import load_tokenizer, special_token_ids, token_id
-from electra_pretrain.weights import MASKED_LM_FOLDER
+from electra_pretrain.weights import MASKED_LM_FOLDER, load_module_weights
 
 EVAL_SEED = 0
 EVAL_BATCH_ROWS = 32
@@ -290,15 +290,23 @@ class EvaluationTarget:
     train_config: dict  # the resolved training config when PATH carries one, else {}
 
 
-def load_target(path: str | Path) -> EvaluationTarget:
-    """A checkpoint folder (config.yaml, model.safetensors, tokenizer/), an export root (discriminator/ and
-    generator/, or mlm/), or one model folder (a discriminator, or a masked LM)."""
+def load_target(path: str | Path, verify: bool = True) -> EvaluationTarget:
+    """A run folder (its newest complete checkpoint, else its export), a checkpoint folder (config.yaml,
+    model.safetensors, tokenizer/), an export root (discriminator/ and generator/, or mlm/), or one model folder (a
+    discriminator, or a masked LM). With `verify`, files are checked against the checksums they carry."""
     path = Path(path)
+    if (path / "checkpoints").is_dir() or (path / "export").is_dir():  # a run folder
+        newest = complete_checkpoints(path / "checkpoints")
+        chosen = newest[0] if newest else path / "export"
+        print(f"{path} is a run folder: evaluating {chosen}")
+        path = chosen
     if (path / "model.safetensors").is_file() and (path / "config.yaml").is_file():
         config_yaml, model_config = checkpoint_model_config(path)
+        if verify:
+            verify_checkpoint(path)
         tokenizer = load_tokenizer(path / "tokenizer")
         model = build_model(model_config, tokenizer, load_pretrained=False)  # the checkpoint holds the weights
-        load_model(model, str(path / "model.safetensors"), strict=True)
+        load_module_weights(model, path / "model.safetensors")
         discriminator = model.discriminator if isinstance(model, Electra) else None
         return EvaluationTarget(model, discriminator, tokenizer, yaml_mapping(config_yaml))
     train_config: dict = {}
@@ -308,8 +316,8 @@ def load_target(path: str | Path) -> EvaluationTarget:
         train_config = yaml_mapping(config_yaml)
     if (path / "discriminator").is_dir() and (path / "generator").is_dir():
         tokenizer = load_tokenizer(path / "discriminator")
-        discriminator = ElectraDiscriminator.from_pretrained(path / "discriminator")
-        generator = ElectraGenerator.from_pretrained(path / "generator")
+        discriminator = ElectraDiscriminator.from_pretrained(path / "discriminator", verify=verify)
+        generator = ElectraGenerator.from_pretrained(path / "generator", verify=verify)
         # Each folder holds its own copy of the shared tables, so the two stay separate here ("none").
         electra = joint_module(generator, discriminator, model_config, tokenizer, embedding_sharing="none")
         return EvaluationTarget(electra, discriminator, tokenizer, train_config)
@@ -319,11 +327,12 @@ def load_target(path: str | Path) -> EvaluationTarget:
         architectures = ElectraConfig.architectures(path)
         tokenizer = load_tokenizer(path)
         if ElectraGenerator.architecture in architectures:
-            masked_lm = masked_lm_module(ElectraGenerator.from_pretrained(path), model_config, tokenizer)
-            return EvaluationTarget(masked_lm, None, tokenizer, train_config)
-        return EvaluationTarget(None, ElectraDiscriminator.from_pretrained(path), tokenizer, train_config)
+            model = ElectraGenerator.from_pretrained(path, verify=verify)
+            return EvaluationTarget(masked_lm_module(model, model_config, tokenizer), None, tokenizer, train_config)
+        discriminator = ElectraDiscriminator.from_pretrained(path, verify=verify)
+        return EvaluationTarget(None, discriminator, tokenizer, train_config)
     raise FileNotFoundError(
-        f"{path}: not a checkpoint folder (config.yaml + model.safetensors), an export folder "
+        f"{path}: not a run folder, a checkpoint folder (config.yaml + model.safetensors), an export folder "
         "(discriminator/ + generator/, or mlm/) or a model folder (config.json)"
     )
 
@@ -339,10 +348,11 @@ def evaluate_path(
     max_tokens: int | None = None,
     held_out_share: float = 0.0,
     device: str = "cpu",
+    verify: bool = True,
 ) -> tuple[dict, int]:
     """`electra-pretrain evaluate`: the held-out metrics of what `path` holds on `files`, read with the data settings
     the run was trained with unless given; returns (metrics with "tokens", the sequence length used)."""
-    target = load_target(path)
+    target = load_target(path, verify)
     trained = target.train_config.get("data", {})
     spec = SourceSpec(
         files=files,

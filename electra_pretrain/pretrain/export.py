@@ -12,15 +12,16 @@ from pathlib import Path
 
 import yaml
 from omegaconf.errors import OmegaConfBaseException
-from safetensors.torch import load_model
 from tokenizers import Tokenizer
 
+from electra_pretrain.files import CHECKSUMS_FILE, checksums, publish_folder, staging
 from electra_pretrain.jobs import yaml_mapping
 from electra_pretrain.pretrain.build import build_model
+from electra_pretrain.pretrain.checkpoint import verify_checkpoint
 from electra_pretrain.pretrain.config import ModelConfig
 from electra_pretrain.pretrain.objective import Electra, MaskedLM, Objective
 from electra_pretrain.tokenizer import is_lowercase, load_tokenizer, save_tokenizer
-from electra_pretrain.weights import DISCRIMINATOR_FOLDER, GENERATOR_FOLDER, MASKED_LM_FOLDER
+from electra_pretrain.weights import DISCRIMINATOR_FOLDER, GENERATOR_FOLDER, MASKED_LM_FOLDER, load_module_weights
 
 TRAIN_CONFIG = "train_config.yaml"
 
@@ -32,6 +33,8 @@ def export_model(
     out/generator (ELECTRA), or out/mlm (the masked-LM baseline); returns the folders.
 
     `provenance`: what the model card reports beyond the weights (step, tokens, held-out metrics, command).
+    The folders are written beside `out`, each with its checksums.json, fsynced and renamed into place together: a
+    kill or a full disk leaves the previous export or none, never a part of one.
     """
     if isinstance(model, Electra):
         parts = {DISCRIMINATOR_FOLDER: model.discriminator, GENERATOR_FOLDER: model.generator}
@@ -39,20 +42,22 @@ def export_model(
         assert isinstance(model, MaskedLM)
         parts = {MASKED_LM_FOLDER: model.model}
     max_length = model.encoder_model.config.max_position_embeddings
-    for name, part in parts.items():
-        part.save_pretrained(out / name)
-        save_tokenizer(tokenizer, out / name, model_max_length=max_length)
+    with staging(out) as staged:
+        for name, part in parts.items():
+            part.save_pretrained(staged / name)
+            save_tokenizer(tokenizer, staged / name, model_max_length=max_length)
+            if config_yaml is not None:
+                (staged / name / TRAIN_CONFIG).write_text(config_yaml)
+            (staged / name / "README.md").write_text(
+                pretrained_model_card(name, part, tokenizer, config_yaml, provenance or {})
+            )
+            (staged / name / CHECKSUMS_FILE).write_text(json.dumps(checksums(staged / name), indent=1) + "\n")
         if config_yaml is not None:
-            (out / name / TRAIN_CONFIG).write_text(config_yaml)
-        (out / name / "README.md").write_text(
-            pretrained_model_card(name, part, tokenizer, config_yaml, provenance or {})
-        )
-    if config_yaml is not None:
-        (out / TRAIN_CONFIG).write_text(config_yaml)
-    readable = 0o666 & ~_umask()
-    for path in out.rglob("*"):
-        if path.is_file():
-            path.chmod(readable)
+            (staged / TRAIN_CONFIG).write_text(config_yaml)
+        readable = 0o666 & ~_umask()
+        for path in staged.rglob("*"):
+            path.chmod(readable | 0o111 if path.is_dir() else readable)
+        publish_folder(staged, out, with_checksums=False)
     return [out / name for name in parts]
 
 
@@ -117,7 +122,7 @@ def checkpoint_model_config(folder: Path, name: str = "config.yaml") -> tuple[st
         raise ValueError(f"{path}: not a training config this version reads ({first})") from None
 
 
-def export_checkpoint(checkpoint: str | Path, out: str | Path) -> list[Path]:
+def export_checkpoint(checkpoint: str | Path, out: str | Path, verify: bool = True) -> list[Path]:
     """Export a resume checkpoint folder on its own (its config.yaml and tokenizer/ say how to rebuild it);
     returns the folders written."""
     checkpoint, out = Path(checkpoint), Path(out)
@@ -127,7 +132,9 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> list[Path]:
     config_yaml, model_config = checkpoint_model_config(checkpoint)
     tokenizer = load_tokenizer(checkpoint / "tokenizer")
     model = build_model(model_config, tokenizer, load_pretrained=False)  # the checkpoint holds the weights
-    load_model(model, str(checkpoint / "model.safetensors"), strict=True)
+    if verify:
+        verify_checkpoint(checkpoint)
+    load_module_weights(model, checkpoint / "model.safetensors")
     state = (
         json.loads((checkpoint / "trainer_state.json").read_text())
         if (checkpoint / "trainer_state.json").is_file()

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
+from electra_pretrain.jobs import yaml_mapping
 from electra_pretrain.model_config import generator_config
 from electra_pretrain.modeling import ElectraDiscriminator, ElectraGenerator
 from electra_pretrain.pretrain.config import ModelConfig
@@ -64,10 +65,10 @@ def pretrained_pair(
         )
     if not load:
         return generator, discriminator
-    disc_weights = read_weights(disc_folder)
+    disc_weights = read_weights(disc_folder, config.verify_checksums)
     discriminator.load_weights(disc_weights, str(disc_folder))
     if gen_folder is not None:
-        gen_weights = read_weights(gen_folder)
+        gen_weights = read_weights(gen_folder, config.verify_checksums)
         if config.embedding_sharing == "tied":
             differing = [
                 k for k in SHARED_TABLES if k in gen_weights and not torch.equal(gen_weights[k], disc_weights[k])
@@ -102,3 +103,44 @@ def describe(config: ModelConfig, folders: tuple[Path, Path | None]) -> str:
         f"model:         discriminator from {disc_folder}, {generator}; sizes from their config.json (the "
         f"preset {config.preset!r} is not used)"
     )
+
+
+# The settings of a pretraining recipe that continuing from an export should keep, or change knowingly.
+RECIPE_KEYS = (
+    "model.temperature",
+    "model.mask_prob",
+    "model.mask_token_share",
+    "model.random_token_share",
+    "model.masked_count",
+    "model.gen_weight",
+    "model.disc_weight",
+    "model.embedding_sharing",
+    "optim.lr",
+    "optim.bias_correction",
+    "optim.weight_decay",
+    "trainer.global_batch_size",
+    "data.max_seq_length",
+)
+
+
+def recipe_differences(folders: tuple[Path, Path | None], current: dict) -> tuple[Path, list[str]] | None:
+    """(the export's train_config.yaml, "key: there -> here" for each recipe key that differs) when the folders come
+    from an export of this project that carries its training config; None otherwise."""
+    disc_folder = folders[0]
+    found = next(
+        (p for p in (disc_folder / "train_config.yaml", disc_folder.parent / "train_config.yaml") if p.is_file()), None
+    )
+    if found is None:
+        return None
+    saved = yaml_mapping(found.read_text())
+
+    def value(config: dict, key: str):
+        for part in key.split("."):
+            config = config.get(part, {}) if isinstance(config, dict) else {}
+        return config if config != {} else None
+
+    return found, [
+        f"{key} {value(saved, key)!r} there -> {value(current, key)!r} here"
+        for key in RECIPE_KEYS
+        if value(saved, key) != value(current, key)
+    ]

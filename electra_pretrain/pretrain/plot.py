@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -43,15 +44,23 @@ PANELS = (
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
+    """The rows of a run's metrics.jsonl. A last line cut short by a kill is passed over with a notice (training
+    drops it the same way when it resumes); a damaged line elsewhere, or no row at all, is an error."""
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir}: no {METRICS_FILE} (is this a run's output_dir?)")
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(lines, start=1):
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
+            if number == len(lines):
+                print(f"notice: {path}:{number}: the last line was cut short (a killed run); left out")
+                continue
             raise ValueError(f"{path}:{number}: not a JSON line") from None
+    if not rows:
+        raise ValueError(f"{path}: no rows yet (the run has not logged a step); nothing to plot")
     return rows
 
 
@@ -88,7 +97,11 @@ def plot_runs(run_dirs: list[Path], out: Path, x_axis: str = "step") -> Path:
                 if not len(x):
                     continue
                 held_out = metric.startswith("eval/")
-                style = dict(linestyle="--", marker="o", markersize=3) if held_out else dict(linewidth=1.2)
+                style: dict[str, Any] = (
+                    dict(linestyle="--", marker="o", markersize=3) if held_out else dict(linewidth=1.2)
+                )
+                if len(x) == 1:  # one logged point draws no line: mark it
+                    style.update(marker="o", markersize=5)
                 if len(runs) > 1:  # one colour per run; the metric by line style and a thinner second line
                     colour = colours[run_index % len(colours)]
                     style["linewidth"] = 1.2 if metric_index < 2 else 0.7

@@ -51,6 +51,7 @@ MAX_DOCUMENT_CHARS = 1 << 20
 # Process-wide tallies of what the readers skipped or repaired; the trainer logs them.
 READ_STATS: Counter[str] = Counter()
 _BINARY_FILES: set[str] = set()
+_RECORDED: set[str] = set()  # the files whose skips and repairs READ_STATS holds
 
 
 def resolve_files(patterns: Sequence[str]) -> list[str]:
@@ -103,16 +104,22 @@ def text_files(files: list[str], pattern: Sequence[str]) -> list[str]:
                 f"data: {path} is a {BUILDERS[_suffix(path)]} file, but the source's format=text "
                 "would read it as plain text; set data.format=auto (or its own format)"
             )
-        if looks_binary(path):
-            if path not in _BINARY_FILES:  # every epoch sniffs again; count and warn once
-                _BINARY_FILES.add(path)
-                READ_STATS["binary_files_skipped"] += 1
-                log.warning("%s: binary, not text; skipped", path)
-        else:
+        if not _skip_binary(path):
             kept.append(path)
     if not kept:
         raise ValueError(f"data: {list(pattern)} holds no text file ({len(files)} binary file(s) skipped)")
     return kept
+
+
+def _skip_binary(path: str) -> bool:
+    """Whether the file is binary, counted and warned about once (every epoch sniffs again)."""
+    if not looks_binary(path):
+        return False
+    if path not in _BINARY_FILES:
+        _BINARY_FILES.add(path)
+        READ_STATS["binary_files_skipped"] += 1
+        log.warning("%s: binary, not text; skipped", path)
+    return True
 
 
 def _suffix(path: str) -> str:
@@ -122,6 +129,7 @@ def _suffix(path: str) -> str:
 
 def _jsonl_documents(files: list[str], text_field: str) -> Iterator[dict]:
     for path in files:  # this shard's share, as for text files
+        found: Counter[str] = Counter()
         with _open_text(path) as f:
             for number, line in enumerate(f, start=1):
                 if not line.strip():
@@ -141,12 +149,34 @@ def _jsonl_documents(files: list[str], text_field: str) -> Iterator[dict]:
                 if isinstance(text, str) and text.strip():
                     yield {"text": text}
                 else:
-                    READ_STATS["empty_documents"] += 1
+                    found["empty_documents"] += 1
+        _record(path, found)
+
+
+def _record(path: str, found: Counter[str]) -> None:
+    """Add a file's skips and repairs to READ_STATS, with one warning each, the first time the file is read whole
+    (epochs, the tokenizer and the held-out set read it again: the counts stay those of the data, not of reads)."""
+    if path in _RECORDED:
+        return
+    _RECORDED.add(path)
+    READ_STATS.update(found)
+    messages = {
+        "invalid_utf8_replaced": "invalid UTF-8 sequences replaced with U+FFFD",
+        "nul_bytes_removed": "NUL bytes removed",
+        "empty_documents": "empty documents (blank lines, or records without text) skipped",
+        "documents_cut": f"documents over {MAX_DOCUMENT_CHARS} characters cut into parts",
+    }
+    for kind, count in found.items():
+        if kind == "empty_files":
+            log.warning("%s: no text (empty or whitespace only), skipped", path)
+        else:
+            log.warning("%s: %d %s", path, count, messages[kind])
 
 
 def _read_text_file(path: str, boundary: str) -> Iterator[str]:
     """Documents of one text file; skips and repairs are counted and logged with the file's name."""
-    replaced = nul = documents = 0
+    found: Counter[str] = Counter()
+    documents = 0
     lines: list[str] = []
     size = 0
 
@@ -158,13 +188,13 @@ def _read_text_file(path: str, boundary: str) -> Iterator[str]:
             documents += 1
             yield text
         elif boundary == "line":
-            READ_STATS["empty_documents"] += 1
+            found["empty_documents"] += 1
 
     with _open_text(path) as f:
         while piece := f.readline(MAX_DOCUMENT_CHARS):
-            replaced += piece.count("\ufffd")
+            found["invalid_utf8_replaced"] += piece.count("\ufffd")
             if "\x00" in piece:
-                nul += piece.count("\x00")
+                found["nul_bytes_removed"] += piece.count("\x00")
                 piece = piece.replace("\x00", "")
             line_ends = piece.endswith("\n")
             if boundary == "blank_line" and line_ends and not piece.strip():
@@ -174,18 +204,13 @@ def _read_text_file(path: str, boundary: str) -> Iterator[str]:
             size += len(piece)
             if (boundary == "line" and line_ends) or size >= MAX_DOCUMENT_CHARS:
                 if size >= MAX_DOCUMENT_CHARS:
-                    READ_STATS["documents_cut"] += 1
+                    found["documents_cut"] += 1
                 yield from flush()
-        yield from flush()
-    if replaced:
-        READ_STATS["invalid_utf8_replaced"] += replaced
-        log.warning("%s: %d invalid UTF-8 sequences replaced with U+FFFD", path, replaced)
-    if nul:
-        READ_STATS["nul_bytes_removed"] += nul
-        log.warning("%s: %d NUL bytes removed", path, nul)
+        if lines:  # the last line had no newline (a file that ends with one has nothing left here)
+            yield from flush()
     if documents == 0:
-        READ_STATS["empty_files"] += 1
-        log.warning("%s: no text (empty or whitespace only), skipped", path)
+        found["empty_files"] += 1
+    _record(path, +found)
 
 
 def _text_documents(files: list[str], boundary: str) -> Iterator[dict]:
@@ -215,6 +240,10 @@ def source_documents(spec: SourceSpec, shuffle_seed: int | None = None) -> datas
     files = resolve_files(spec.files)
     if shuffle_seed is not None:
         random.Random(shuffle_seed).shuffle(files)
+    if spec.format == "auto":  # a file of no known suffix that is binary (an image among texts) is skipped, counted
+        files = [f for f in files if _suffix(f) in (*TEXT_SUFFIXES, *BUILDERS) or not _skip_binary(f)]
+        if not files:
+            raise ValueError(f"data: {list(spec.files)} holds no text file (binary files skipped)")
     formats = {spec.format if spec.format != "auto" else source_format(f) for f in files}
     if len(formats) > 1:
         raise ValueError(f"data: {spec.files} mixes formats {sorted(formats)}; give each format its own source")

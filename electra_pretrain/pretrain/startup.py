@@ -19,6 +19,7 @@ from electra_pretrain.tokenizer import MIN_VOCAB_SIZE, load_tokenizer, save_toke
 # Keys that may change between a run and its resumption without changing what is being trained; output_dir is
 # where the run is, not what it trains, so a moved or relatively named run folder resumes.
 ALWAYS_ALLOWED = (
+    "model.verify_checksums",
     "output_dir",
     "trainer.save_every",
     "trainer.keep_last",

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import atexit
 import logging
+import multiprocessing
 import os
 import random
 import signal
 import warnings
-import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -261,18 +261,23 @@ class Collator:
         return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
 
 
+def shut_down_workers(iterator: object) -> None:
+    """Stop the workers of a dataloader iterator now (the regular way: they finish and exit)."""
+    shutdown = getattr(iterator, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+
+
 # Workers ignore SIGTERM (below), so the terminate() that multiprocessing sends its daemonic children at exit would
-# not end them and the exit would wait forever: shut the workers of any dataloader still iterating down the regular
-# way first (atexit runs this before multiprocessing's own handler, registered earlier).
-_LOADERS: weakref.WeakSet = weakref.WeakSet()
-
-
+# not end them and the exit would wait on them forever (an exception with workers alive hung the run). Whatever is
+# still running at exit is a data worker holding nothing to save: kill it first (atexit runs this before
+# multiprocessing's own handler, registered earlier).
 @atexit.register
-def _stop_workers_at_exit() -> None:
-    for loader in list(_LOADERS):
-        iterator = getattr(loader, "_iterator", None)
-        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
-            iterator._shutdown_workers()
+def _kill_workers_at_exit() -> None:
+    for child in multiprocessing.active_children():
+        if getattr(getattr(child, "_target", None), "__name__", "") == "_worker_loop":
+            child.kill()
+            child.join(timeout=5)
 
 
 def ignore_stop_signals(worker_id: int) -> None:
@@ -320,5 +325,4 @@ def make_dataloader(
         prefetch_factor=prefetch_factor if num_workers else None,
         snapshot_every_n_steps=SNAPSHOT_EVERY,
     )
-    _LOADERS.add(loader)
     return loader

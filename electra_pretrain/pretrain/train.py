@@ -24,7 +24,7 @@ from electra_pretrain.pretrain.checkpoint import Checkpointer
 from electra_pretrain.pretrain.config import TrainConfig
 from electra_pretrain.pretrain.evaluate import EVAL_SEED, Evaluator, held_out_batches
 from electra_pretrain.pretrain.export import export_model
-from electra_pretrain.pretrain.init_from import describe, init_folders
+from electra_pretrain.pretrain.init_from import describe, init_folders, recipe_differences
 from electra_pretrain.pretrain.metrics import IntervalMetrics, train_flops_per_token
 from electra_pretrain.pretrain.objective import max_predictions_for
 from electra_pretrain.pretrain.plot import plot_runs
@@ -36,6 +36,7 @@ from electra_pretrain.pretrain.stream import (
     StreamConfig,
     default_num_workers,
     make_dataloader,
+    shut_down_workers,
     stream_states,
 )
 from electra_pretrain.signals import StopFlag
@@ -79,6 +80,7 @@ class Trainer:
         micro_batch = trainer.micro_batch(accelerator.num_processes)
         self.output_dir = Path(config.output_dir)
         self.progress: tqdm | None = None
+        self.batches: object = None  # the dataloader's iterator while training
         self.checkpointer = Checkpointer(accelerator, self.output_dir, trainer)  # takes the run-folder lock
         try:
             self._build(micro_batch)
@@ -106,6 +108,13 @@ class Trainer:
         )
         if folders:
             accelerator.print(describe(config.model, folders))
+            differences = recipe_differences(folders, yaml_mapping(config_yaml))
+            if differences and differences[1]:
+                accelerator.print(
+                    f"notice: continuing from an export trained with another recipe ({differences[0]}): "
+                    + "; ".join(differences[1])
+                    + " (override those keys to continue its recipe)"
+                )
         set_seed(config.seed)  # identical initial weights on every process
         model = build_model(config.model, self.tokenizer)
         positions = model.encoder_model.config.max_position_embeddings
@@ -201,6 +210,7 @@ class Trainer:
         if self.state.loss_guard is not None:
             self.guard.load_state_dict(self.state.loss_guard)
         self.checked_step = self.state.step
+        self._notice_schedule_change()
         layout = (self.accelerator.num_processes, max(1, self.num_workers))
         states = [resumed.data_state] if resumed.data_state is not None else resumed.data_states()
         saved = (resumed.num_processes, len(stream_states(states[0])))
@@ -219,6 +229,19 @@ class Trainer:
                 "uninterrupted run"
             )
         self.accelerator.print(f"resumed from {resumed.path} at step {self.state.step}")
+
+    def _notice_schedule_change(self) -> None:
+        """A resume whose schedule differs (trainer.max_steps, optim.lr, the warmup) changes the learning rate at once
+        from the saved one: say so, with both rates, rather than let the curve jump unexplained."""
+        step = self.state.step
+        saved = float(self.scheduler.get_last_lr()[0])
+        now = float(self.scheduler.base_lrs[0] * self.scheduler.lr_lambdas[0](step))
+        if abs(now - saved) > 1e-6 * max(abs(saved), 1e-12):
+            self.accelerator.print(
+                f"notice: the schedule changed on resume (trainer.max_steps={self.config.trainer.max_steps}, optim.lr="
+                f"{self.config.optim.lr}): the learning rate at step {step} goes from {saved:.3g}, as saved, to "
+                f"{now:.3g}"
+            )
 
     def run(self) -> int:
         """Train, then release the run folder and the tracker whatever happened; returns the exit code."""
@@ -245,7 +268,7 @@ class Trainer:
             desc="train",
             disable=not (accelerator.is_main_process and sys.stderr.isatty()),
         )
-        batches = iter(self.dataloader)
+        self.batches = batches = iter(self.dataloader)
         self.model.train()
         stopping = False
         while state.step < config.max_steps and not stopping:
@@ -382,7 +405,7 @@ class Trainer:
 
     def _finish(self) -> None:
         if READ_STATS:
-            self.accelerator.print(f"data: skipped or repaired {dict(READ_STATS)} (see warnings above for the files)")
+            self.accelerator.print(f"data: skipped or repaired {dict(READ_STATS)} (the warnings above name the files)")
         if self.accelerator.is_main_process:
             curves = plot_runs([self.output_dir], self.output_dir / "curves.png")
             self.accelerator.print(f"curves: {curves} (electra-pretrain plot RUN_DIR ... overlays several runs)")
@@ -405,6 +428,7 @@ class Trainer:
             self.progress.close()  # before any error line, so that the line stands on its own
         self.tracker.finish()
         self.checkpointer.close()
-        self.dataloader = None  # its workers stop with the iterator it holds (else they would outlive the run)
+        shut_down_workers(self.batches)  # also when an exception's traceback still holds the iterator
+        self.batches = self.dataloader = None
         self.accelerator.end_training()
         release_accelerator_state()
