@@ -10,7 +10,7 @@ from electra_pretrain.cli.pretrain_commands import resolve_device
 from electra_pretrain.config_base import MIXED_PRECISIONS
 from electra_pretrain.model_config import PRESETS
 from electra_pretrain.pretrain.config import DOCUMENT_BOUNDARIES
-from electra_pretrain.tools.study import DEFAULT_LABELS, FULL_LABELS
+from electra_pretrain.tools.study import DEFAULT_LABELS, DEFAULT_LRS, FULL_LABELS
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -240,7 +240,11 @@ def add_study(sub: argparse._SubParsersAction) -> None:
         help="label counts, comma-separated; 'all' for the whole training split",
     )
     study.add_argument("--seeds", default="0,1,2", help="fine-tuning seeds, comma-separated")
-    study.add_argument("--lrs", default="1e-4,3e-4,1e-3", help="learning rates searched for every start and count")
+    study.add_argument(
+        "--lrs",
+        default=",".join(f"{lr:g}" for lr in DEFAULT_LRS),
+        help="learning rates searched for every start and count, chosen on validation (default: %(default)s)",
+    )
     study.add_argument("--search-seeds", type=int, default=1, help="seeds the lr search runs on (the first ones)")
     study.add_argument("--starts", default="rtd,mlm,random", help="which starts: rtd, mlm, random")
     study.add_argument(
