@@ -72,3 +72,114 @@ def test_bad_tokenizer_paths_are_named(tmp_path):
     (tmp_path / "vocab.txt").write_text("a\nb\n")
     with pytest.raises(ValueError, match=r"vocab.txt: vocabulary lacks the special tokens \['\[PAD\]'"):
         load_tokenizer(tmp_path)
+
+
+# The trainer's fast paths (distinct chunks, integer pairs, a lazy heap) against the plainest statement of the rule.
+
+AWKWARD = [
+    "Café naïve RÉSUMÉ façade, déjà-vu! x\x1fy a\x0bb c\x0cd e\x85f",  # accents; spaces that BERT drops as control
+    "東京タワー and 北京, 123abc ABC\u00a0def\u3000ghi\u2028jkl zero\u200bwidth nul\x00byte bad\ufffdbyte",
+    "tabs\tand\nnewlines\r\nand   runs of   spaces; (brackets) [more] {and} <so> on... 'quotes' \"too\"",
+    "e-mail: someone@example.com, http://example.org/a?b=c&d=e #hash $dollar 50% ^caret ~tilde `tick`",
+]
+
+
+def reference_counts(texts, pipeline):
+    from collections import Counter
+
+    from electra_pretrain.wordpiece_trainer import MAX_WORD_CHARS
+
+    counts = Counter()
+    for text in texts:
+        words = [w for w, _ in pipeline.pre_tokenizer.pre_tokenize_str(pipeline.normalizer.normalize_str(text))]
+        counts.update(w for w in words if len(w) <= MAX_WORD_CHARS)
+    return counts
+
+
+def reference_vocabulary(word_counts, vocab_size, specials, min_frequency=2):
+    """Recount every pair after every merge; the most frequent, ties to the smallest pair of symbol ids."""
+    vocab = list(specials)
+    words = sorted(word_counts)
+    vocab += sorted({c for w in words for c in w} - set(vocab)) + sorted(
+        {"##" + c for w in words for c in w[1:]} - set(vocab)
+    )
+    ids = {t: i for i, t in enumerate(vocab)}
+    symbols = {w: [ids[w[0]], *(ids["##" + c] for c in w[1:])] for w in words}
+    while len(vocab) < vocab_size:
+        pairs = {}
+        for w in words:
+            for pair in zip(symbols[w], symbols[w][1:]):
+                pairs[pair] = pairs.get(pair, 0) + word_counts[w]
+        if not pairs:
+            break
+        best = min(pairs, key=lambda p: (-pairs[p], p))
+        if pairs[best] < min_frequency:
+            break
+        text = vocab[best[0]] + vocab[best[1]][2:]
+        if text not in ids:
+            ids[text] = len(vocab)
+            vocab.append(text)
+        for w in words:
+            s, out, i = symbols[w], [], 0
+            while i < len(s):
+                if i + 1 < len(s) and (s[i], s[i + 1]) == best:
+                    out.append(ids[text])
+                    i += 2
+                else:
+                    out.append(s[i])
+                    i += 1
+            symbols[w] = out
+    return vocab
+
+
+def test_word_counts_match_the_normaliser_and_pre_tokeniser_applied_to_whole_texts():
+    from electra_pretrain.tokenizer import _bert_pipeline
+    from electra_pretrain.wordpiece_trainer import count_words
+
+    for lowercase in (True, False):
+        from tokenizers import Tokenizer
+        from tokenizers.models import WordPiece
+
+        pipeline = _bert_pipeline(Tokenizer(WordPiece(unk_token="[UNK]")), lowercase)
+        texts = AWKWARD * 3 + [WORDS, "x" * 300 + " tail"]
+        counts, too_long = count_words(texts, pipeline, show_progress=False)
+        assert counts == reference_counts(texts, pipeline) and too_long == 1
+
+
+def test_the_merge_loop_learns_what_recounting_every_pair_after_every_merge_learns():
+    from collections import Counter
+
+    from electra_pretrain.tokenizer import SPECIAL_TOKENS
+    from electra_pretrain.wordpiece_trainer import learn_vocabulary
+
+    text = " ".join([WORDS] * 3 + ["banana bandana cabana anagram nana ban bandanas"] * 2)
+    counts = Counter(text.split())
+    for size in (60, 100, 200):  # the alphabet is 41 tokens with the specials; merges run out at 156
+        assert learn_vocabulary(counts, size, SPECIAL_TOKENS, show_progress=False) == reference_vocabulary(
+            counts, size, SPECIAL_TOKENS
+        )
+
+
+def test_training_is_byte_identical_whatever_the_hash_seed(tmp_path):
+    import subprocess
+    import sys
+
+    from .helpers.runs import ROOT
+
+    script = (
+        "import sys; from electra_pretrain.tokenizer import train_tokenizer; "
+        f"t = train_tokenizer([open({str(ROOT / 'README.md')!r}).read()] * 2, 300, show_progress=False); "
+        "sys.stdout.write(t.to_str())"
+    )
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            env={"PYTHONHASHSEED": seed, "PATH": ""},
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            check=True,
+        ).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert len(outputs) == 1 and '"##' in outputs.pop()

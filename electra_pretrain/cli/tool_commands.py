@@ -38,6 +38,19 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     data.add_argument("--workers", default="0,1,2", help="dataloader worker counts to time, comma-separated")
     data.add_argument("--json", action="store_true", help="print one JSON object")
     data.set_defaults(func=bench_data_command)
+    vocabulary = bench_sub.add_parser(
+        "tokenizer", help="our WordPiece trainer vs tokenizers' WordPieceTrainer: CPU time and peak memory"
+    )
+    vocabulary.add_argument("files", nargs="+", help="files, globs or directories of text")
+    vocabulary.add_argument(
+        "--document-boundary",
+        default="blank_line",
+        choices=DOCUMENT_BOUNDARIES,
+        help="a blank line ends a document, or one document per line",
+    )
+    vocabulary.add_argument("--vocab-size", type=int, default=30522, help="tokens to learn")
+    vocabulary.add_argument("--json", action="store_true", help="print one JSON object")
+    vocabulary.set_defaults(func=bench_tokenizer_command)
     tune = bench_sub.add_parser(
         "finetune",
         help="our fine-tuning loop vs a transformers-built one: accuracy and "
@@ -211,6 +224,22 @@ def spam_corpus_command(args: argparse.Namespace) -> None:
 
     for split, counts in write_splits(args.package_data, args.out).items():
         print(f"{args.out / split}.csv: {counts['ham']} ham, {counts['spam']} spam")
+
+
+def bench_tokenizer_command(args: argparse.Namespace) -> None:
+    from electra_pretrain.tools.bench_tokenizer import bench_tokenizer
+
+    report = bench_tokenizer(args.files, args.document_boundary, args.vocab_size)
+    if args.json:
+        print(json.dumps(report))
+        return
+    print(f"{report['megabytes']:.1f} MB of text, {report['vocab_size']} tokens")
+    for row in report["rows"]:
+        print(
+            f"  {row['trainer']:<10} {row['cpu_s']:7.2f} CPU-s {row['wall_s']:7.2f} s "
+            f"{row['peak_rss_mb']:7.0f} MB peak RSS ({row['tokens']} tokens)"
+        )
+    print(f"  ours / tokenizers: CPU time {report['cpu_ratio']:.2f}x, peak memory {report['memory_ratio']:.2f}x")
 
 
 def add_study(sub: argparse._SubParsersAction) -> None:
