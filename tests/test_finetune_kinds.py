@@ -106,13 +106,16 @@ def test_question_answering_learns_scores_officially_and_loads_in_transformers(t
 
 def reference_answers(model, tokenizer, document: dict, version_2: bool) -> dict[str, str]:
     """transformers' examples/pytorch/question-answering: prepare_validation_features, then
-    utils_qa.postprocess_qa_predictions (n-best 20, answers up to 30 tokens, null threshold 0)."""
+    utils_qa.postprocess_qa_predictions (n-best 20, answers up to 30 tokens, null threshold 0). The question is first cut
+    to its first 12 tokens (task.max_query_length in QA), as google-research/electra does; run_qa has no such limit."""
     answers = {}
     for paragraph in document["data"][0]["paragraphs"]:
         context = paragraph["context"]
         for qa in paragraph["qas"]:
+            question_offsets = tokenizer(qa["question"], add_special_tokens=False, return_offsets_mapping=True)
+            question = qa["question"][: question_offsets["offset_mapping"][:12][-1][1]]
             encoded = tokenizer(
-                qa["question"],
+                question,
                 context,
                 truncation="only_second",
                 max_length=48,
