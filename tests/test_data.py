@@ -17,7 +17,7 @@ import torch
 from electra_pretrain.pretrain.config import SourceSpec
 from electra_pretrain.pretrain.packing import ExampleBuilder, sentence_units
 from electra_pretrain.pretrain.sources import READ_STATS, documents, resolve_files
-from electra_pretrain.pretrain.stream import Collator, ExampleStream, StreamConfig, make_dataloader
+from electra_pretrain.pretrain.stream import Collator, ExampleStream, StreamConfig, example_dataloader
 from electra_pretrain.tokenizer import train_tokenizer
 
 from .helpers.corpora import WORDS, sentence, write_blank_line_corpus, write_line_corpus
@@ -186,14 +186,14 @@ def test_collator_pads_and_sets_token_types():
 
 def test_resume_continues_with_the_next_batches(tok, tmp_path):
     spec = SourceSpec(files=[str(write_blank_line_corpus(tmp_path / f"{i}.txt", 5, 20)) for i in range(3)])
-    reference = batches(make_dataloader(make_stream(tok, spec), 4, 0), 60)  # crosses an epoch boundary
+    reference = batches(example_dataloader(make_stream(tok, spec), 4, 0), 60)  # crosses an epoch boundary
     stream = make_stream(tok, spec)
-    got = batches(make_dataloader(stream, 4, 0), 7)
+    got = batches(example_dataloader(stream, 4, 0), 7)
     for stop in (23, 60):  # two resumes in a row, each from a freshly built pipeline
         state = torch.load(_roundtrip(stream.state_dict(), tmp_path), weights_only=True)
         stream = make_stream(tok, spec)
         stream.load_state_dict(state)
-        got += batches(make_dataloader(stream, 4, 0), stop - len(got))
+        got += batches(example_dataloader(stream, 4, 0), stop - len(got))
     assert stream._epoch >= 1
     assert len(got) == 60 and all(torch.equal(a, b) for a, b in zip(got, reference))
 
@@ -205,7 +205,7 @@ def _roundtrip(state, tmp_path):
 
 def test_same_seed_same_stream_other_seed_other_stream(tok, tmp_path):
     spec = SourceSpec(files=[str(write_blank_line_corpus(tmp_path / "c.txt", 10, 20))])
-    a, b, c = (batches(make_dataloader(make_stream(tok, spec, seed=s), 4, 0), 5) for s in (1, 1, 2))
+    a, b, c = (batches(example_dataloader(make_stream(tok, spec, seed=s), 4, 0), 5) for s in (1, 1, 2))
     assert all(torch.equal(x, y) for x, y in zip(a, b)) and not all(torch.equal(x, y) for x, y in zip(a, c))
 
 
@@ -253,4 +253,52 @@ def test_resuming_on_another_number_of_slots_reads_every_token_once(tok, tmp_pat
             if stream._epoch:  # the first example of the next epoch
                 break
             seen.update(content_tokens(tok, example))
+    assert seen == everything  # nothing read twice, nothing left out
+
+
+@pytest.mark.parametrize("old_workers, new_workers", [(2, 0), (0, 2)])
+def test_resuming_data_workers_on_another_count_reads_every_document_once(tok, tmp_path, old_workers, new_workers):
+    """The loader's state holds each worker's state as of its last snapshot and the batches since; those batches
+    are replayed before the documents are dealt out again, so none is trained on twice."""
+    from electra_pretrain.pretrain.stream import current_slot_states
+
+    first = [str(write_blank_line_corpus(tmp_path / f"{i}.txt", 30, 12, first_doc=30 * i)) for i in range(3)]
+    later = tmp_path / "later.txt"  # every later epoch: [UNK]s only, which the first epoch's documents never hold
+    later.write_text("\n\n".join("жж жж жж" for _ in range(40)) + "\n")
+
+    def stream():
+        return ExampleStream(
+            lambda epoch: documents([SourceSpec(files=first if epoch == 0 else [str(later)])], seed=epoch),
+            tok,
+            StreamConfig(max_seq_length=L, shuffle_buffer=5, seed=3),
+        )
+
+    builder = ExampleBuilder(tok, L, random.Random(0))
+    everything = Counter(i for t in texts(SourceSpec(files=first)) for unit in builder.tokenize_units(t) for i in unit)
+    marker = tok.token_to_id("[UNK]")
+    assert marker not in everything
+
+    def first_epoch_tokens(batch) -> Counter:
+        found = Counter()
+        for ids, mask in zip(batch["input_ids"].tolist(), batch["attention_mask"].tolist()):
+            row = [i for i, m in zip(ids, mask) if m and i not in (tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]"))]
+            if marker not in row:
+                found.update(row)
+        return found
+
+    old = stream()
+    old_loader = example_dataloader(old, 2, tok.token_to_id("[PAD]"), old_workers)
+    iterator = iter(old_loader)
+    seen = Counter()
+    for _ in range(37):  # a snapshot at 32, five batches after it, all of the first epoch
+        seen += first_epoch_tokens(next(iterator))
+    assert sum(seen.values()) < sum(everything.values()) / 2
+    state = torch.load(_roundtrip(old_loader.state_dict(), tmp_path), weights_only=True)
+    del iterator
+    new = stream()
+    new.resume_elsewhere(current_slot_states(state, 2, new.advance))
+    iterator = iter(example_dataloader(new, 2, tok.token_to_id("[PAD]"), new_workers))
+    for _ in range(400):  # well into the later epochs
+        seen += first_epoch_tokens(next(iterator))
+    del iterator
     assert seen == everything  # nothing read twice, nothing left out

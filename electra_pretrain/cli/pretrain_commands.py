@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from electra_pretrain.cli.options import add_no_verify
 from electra_pretrain.pretrain.config import DATA_FORMATS, DOCUMENT_BOUNDARIES
@@ -12,6 +13,7 @@ from electra_pretrain.pretrain.plot import X_AXES
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     add_tokenizer(sub)
+    add_prepare(sub)
     add_export(sub)
     add_detect(sub)
     add_evaluate(sub)
@@ -47,6 +49,82 @@ def tokenizer_train_command(args: argparse.Namespace) -> None:
     if READ_STATS:
         print(f"data: skipped or repaired {dict(READ_STATS)} (the warnings above name the files)")
     print(f"saved a {tokenizer.get_vocab_size()}-token WordPiece tokenizer to {args.out}")
+
+
+def add_prepare(sub: argparse._SubParsersAction) -> None:
+    prepare = sub.add_parser(
+        "prepare",
+        help="build the training examples once, in parallel, into memory-mapped shards (train with data=prepared)",
+    )
+    prepare.add_argument("files", nargs="*", help="files, globs or directories (or --hub)")
+    prepare.add_argument("--tokenizer", required=True, help="the run's tokenizer: a folder or a vocab.txt")
+    prepare.add_argument("--out", required=True, type=Path, help="the folder to write (replaced whole when done)")
+    prepare.add_argument("--max-seq-length", type=int, default=128, help="tokens per example (data.max_seq_length)")
+    prepare.add_argument(
+        "--num-proc", type=int, default=None, help="processes building shards (default: the CPUs this process may use)"
+    )
+    prepare.add_argument("--shards", type=int, default=16, help="shards (the output does not depend on --num-proc)")
+    prepare.add_argument(
+        "--held-out-share",
+        type=float,
+        default=0.0,
+        help="documents held out by text hash, kept as held_out.jsonl (the run's data.eval_share)",
+    )
+    prepare.add_argument("--seed", type=int, default=0, help="seeds the builders (random lengths, segment splits)")
+    prepare.add_argument(
+        "--document-boundary",
+        default="blank_line",
+        choices=DOCUMENT_BOUNDARIES,
+        help="text files: a blank line ends a document, or one document per line",
+    )
+    prepare.add_argument("--format", default="auto", choices=DATA_FORMATS, help="the files' format")
+    prepare.add_argument("--text-field", default="text", help="json / parquet / csv: the field holding the text")
+    prepare.add_argument("--hub", default=None, help="a hub dataset name instead of files (needs network)")
+    prepare.add_argument("--hub-config", default=None, help="the hub dataset's configuration")
+    prepare.add_argument("--split", default="train", help="the hub dataset's split")
+    prepare.set_defaults(func=prepare_command)
+
+
+def prepare_command(args: argparse.Namespace) -> None:
+    import os
+
+    from electra_pretrain.pretrain.config import SourceSpec
+    from electra_pretrain.pretrain.prepare import PrepareSettings, prepare
+
+    if bool(args.files) == bool(args.hub):
+        raise ValueError("prepare: give either files or --hub")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    source = SourceSpec(
+        files=args.files,
+        hub=args.hub,
+        hub_config=args.hub_config,
+        split=args.split,
+        format=args.format,
+        text_field=args.text_field,
+        document_boundary=args.document_boundary,
+    )
+    settings = PrepareSettings(
+        sources=[source],
+        tokenizer=args.tokenizer,
+        out=str(args.out),
+        max_seq_length=args.max_seq_length,
+        held_out_share=args.held_out_share,
+        seed=args.seed,
+        shards=args.shards,
+        num_proc=args.num_proc or cores,
+    )
+    manifest = prepare(settings)
+    rate = manifest["tokens"] / max(manifest["seconds"], 1e-9)
+    print(
+        f"prepared {manifest['examples']} examples ({manifest['tokens']} tokens) from {manifest['documents']} "
+        f"documents in {len(manifest['shards'])} shards -> {args.out} ({manifest['seconds']:.1f} s, "
+        f"{rate:,.0f} tokens/s with {manifest['processes']} processes)"
+    )
+    if manifest["held_out_documents"]:
+        print(f"held out {manifest['held_out_documents']} documents -> {args.out / 'held_out.jsonl'}")
+    if manifest["read"]:
+        print(f"data: skipped or repaired {manifest['read']} (the warnings above name the files)")
+    print(f"train with: python train.py data=prepared data.path={args.out} ...")
 
 
 def add_export(sub: argparse._SubParsersAction) -> None:

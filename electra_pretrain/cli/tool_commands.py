@@ -9,7 +9,7 @@ from pathlib import Path
 from electra_pretrain.cli.pretrain_commands import resolve_device
 from electra_pretrain.config_base import MIXED_PRECISIONS
 from electra_pretrain.model_config import PRESETS
-from electra_pretrain.pretrain.config import DOCUMENT_BOUNDARIES
+from electra_pretrain.pretrain.config import COMPILE_MODES, DOCUMENT_BOUNDARIES
 from electra_pretrain.tools.study import DEFAULT_LABELS, DEFAULT_LRS, FULL_LABELS
 
 
@@ -36,6 +36,9 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     data.add_argument("--seq-len", type=int, default=128, help="tokens per example")
     data.add_argument("--examples", type=int, default=20000, help="examples to build and time")
     data.add_argument("--workers", default="0,1,2", help="dataloader worker counts to time, comma-separated")
+    data.add_argument(
+        "--prepared", default=None, help="a prepared folder of the same files (default: prepare one here, timed)"
+    )
     data.add_argument("--json", action="store_true", help="print one JSON object")
     data.set_defaults(func=bench_data_command)
     vocabulary = bench_sub.add_parser(
@@ -75,13 +78,21 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
         default=30522,
         help="our model's vocabulary (e.g. a run tokenizer's, to compare with train.py)",
     )
-    bench.add_argument("--precision", default="no", choices=MIXED_PRECISIONS, help="accelerate mixed precision")
+    bench.add_argument(
+        "--precision",
+        default="auto",
+        choices=MIXED_PRECISIONS,
+        help="accelerate mixed precision (auto: bf16 on a GPU that has it, else fp32; as the trainer)",
+    )
     bench.add_argument(
         "--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to time (auto: cuda when available)"
     )
     bench.add_argument("--steps", type=int, default=10, help="timed steps (the median is reported)")
     bench.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     bench.add_argument("--compile", action="store_true", help="torch.compile the step")
+    bench.add_argument(
+        "--compile-mode", default="default", choices=COMPILE_MODES, help="torch.compile mode (trainer.compile_mode)"
+    )
     bench.add_argument(
         "--no-reference", dest="reference", action="store_false", help="skip the transformers-built peer"
     )
@@ -108,6 +119,10 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
 
 def bench_command(args: argparse.Namespace) -> None:
     args.device = resolve_device(args.device)
+    if args.precision == "auto":
+        import torch
+
+        args.precision = "bf16" if args.device == "cuda" and torch.cuda.is_bf16_supported() else "no"
     from electra_pretrain.tools.bench import bench_ablation, bench_model
 
     if args.ablation:
@@ -158,20 +173,40 @@ def print_ablation(args: argparse.Namespace, rows: list[dict]) -> None:
 
 
 def bench_data_command(args: argparse.Namespace) -> None:
-    from electra_pretrain.tools.bench import bench_data as run
+    from electra_pretrain.tools.bench_data import bench_data as run
 
     workers = [int(w) for w in args.workers.split(",")]
     result = run(
-        args.files, args.document_boundary, args.tokenizer, args.vocab_size, args.seq_len, args.examples, workers
+        args.files,
+        args.document_boundary,
+        args.tokenizer,
+        args.vocab_size,
+        args.seq_len,
+        args.examples,
+        workers,
+        prepared=args.prepared,
     )
     if args.json:
         print(json.dumps(result))
         return
     for row in result["rows"]:
         print(
-            f"data, {row['num_workers']} worker(s): {row['tokens_per_s']:.0f} tokens/s per process "
-            f"(x{row['ratio']:.2f}; {row['examples']} examples, {row['seconds']:.1f} s), padding share "
-            f"{row['padding_share']:.2%}"
+            f"data, {row['num_workers']} worker(s): on the fly {row['on_the_fly_tokens_per_s'] / 1e6:.2f} M tokens/s, "
+            f"prepared {row['prepared_tokens_per_s'] / 1e6:.2f} M tokens/s per process (x{row['ratio']:.0f}; "
+            f"{row['examples']} examples)"
+        )
+    for read in result["reads"]:
+        print(
+            f"bytes read per slot at {read['slots']} slot(s): on the fly {read['on_the_fly_bytes_per_slot'] / 1e6:.1f} "
+            f"MB, prepared {read['prepared_bytes_per_slot'] / 1e6:.2f} MB per epoch"
+        )
+    if result["prepare"]:
+        print(f"prepare: {result['prepare']['tokens_per_s_per_core'] / 1e6:.2f} M tokens/s on one core")
+    for preset, need in result["projection"].items():
+        print(
+            f"8 H100s training {preset} ({need['tokens_per_s_for_8_gpus'] / 1e6:.1f} M tokens/s): about "
+            f"{need['cores_on_the_fly']:.0f} cores tokenizing on the fly, {need['cores_prepared']:.2f} reading "
+            "prepared examples"
         )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
 
@@ -155,6 +156,9 @@ class DataConfig:
     prefetch_factor: int = 2  # batches each worker builds ahead
     eval_files: list[str] = field(default_factory=list)  # held-out text for evaluation (same format as files)
     eval_share: float = 0.0  # or: this share of the training documents is held out (by text hash), never trained on
+    # Or: a folder of examples built once by `electra-pretrain prepare` (data=prepared), read instead of tokenizing.
+    path: str | None = None
+    verify_checksums: bool = True  # data.path: check its files against checksums.json at start-up
 
     def __post_init__(self) -> None:
         if self.max_seq_length < 8:
@@ -163,6 +167,8 @@ class DataConfig:
             raise ValueError("data.num_workers and data.shuffle_buffer must be >= 0, data.prefetch_factor >= 1")
         if self.sources and (self.files or self.hub):
             raise ValueError("data: give either data.sources or data.files / data.hub, not both")
+        if self.path and (self.sources or self.files or self.hub):
+            raise ValueError("data: give either data.path (prepared examples) or data.files / data.hub / data.sources")
         if not 0.0 <= self.eval_share < 1.0:
             raise ValueError(f"data.eval_share must be in [0, 1), got {self.eval_share}")
         if self.eval_files and self.eval_share:
@@ -171,6 +177,8 @@ class DataConfig:
         self.sources = [s if isinstance(s, SourceSpec) else SourceSpec(**s) for s in self.sources]
 
     def source_specs(self) -> list[SourceSpec]:
+        if self.path:
+            return []  # prepared examples: the sources were read by `electra-pretrain prepare`
         if self.sources:
             return self.sources
         if not (self.files or self.hub):
@@ -198,6 +206,8 @@ class DataConfig:
                     document_boundary=self.document_boundary,
                 )
             ]
+        if self.path and self.eval_share:  # the documents held out when the examples were prepared
+            return [SourceSpec(files=[str(Path(self.path) / "held_out.jsonl")], format="json", text_field="text")]
         return self.source_specs() if self.eval_share else []
 
 
@@ -255,7 +265,7 @@ class TrainerConfig:
     # position of every batch, padding included), and trainer.max_steps becomes the steps that reach it.
     max_flops: float | None = None
     global_batch_size: int = 128  # sequences per optimizer step, over all processes
-    micro_batch_size: int | None = None  # per process and forward pass; None: global / processes
+    micro_batch_size: int | None = None  # per process and forward pass, at most; None: global / processes
     mixed_precision: str = "auto"  # auto (bf16 on a GPU that has it, else fp32) | no | fp16 | bf16
     compile: bool = False  # torch.compile the joint module (inductor, static shapes); docs/scaling.md has figures
     compile_mode: str = "default"  # default | reduce-overhead (CUDA graphs: small models on GPU) | max-autotune
@@ -298,7 +308,8 @@ class TrainerConfig:
         return max(1, math.ceil(self.max_flops / flops_per_step))
 
     def accumulation_steps(self, num_processes: int) -> int:
-        micro = self.micro_batch_size or self.global_batch_size // num_processes
+        per_process = self.global_batch_size // num_processes
+        micro = min(self.micro_batch_size or per_process, per_process)
         if micro < 1 or self.global_batch_size % (micro * num_processes):
             raise ValueError(
                 f"trainer.global_batch_size={self.global_batch_size} is not a multiple of "

@@ -94,10 +94,11 @@ class ExampleStream(torch.utils.data.IterableDataset):
         self._state: dict | None = None  # set by load_state_dict; else the slot starts afresh
         self._elsewhere: list[dict] | None = None  # set by resume_elsewhere
         self._started = False
+        self._fixed_slot: tuple[int, int] | None = None  # a replica replaying another slot (advance)
 
     # -- the slot's position
     def _start(self) -> None:
-        self.slot, self.slots = _slot(self.rank, self.world_size)
+        self.slot, self.slots = self._fixed_slot or _slot(self.rank, self.world_size)
         self._rng = random.Random(f"{self.config.seed}:{self.slot}")
         self._epoch = 0
         self._documents_state: dict | None = None  # datasets' position after the last own document read
@@ -155,6 +156,17 @@ class ExampleStream(torch.utils.data.IterableDataset):
         """Continue where the slots of another layout (other process or worker counts) stopped; `old_states` holds
         every old slot's state."""
         self._elsewhere, self._state, self._started = sorted(old_states, key=lambda s: s["slot"]), None, False
+
+    def advance(self, state: dict, examples: int) -> dict:
+        """The state of the slot `state` belongs to after `examples` more examples, rebuilt as that slot built them
+        (the batches a dataloader worker handed out after its last snapshot)."""
+        replica = ExampleStream(self.documents, self.tokenizer, self.config)
+        replica._fixed_slot = (state["slot"], state["slots"])
+        replica.load_state_dict(state)
+        iterator = iter(replica)
+        for _ in range(examples):
+            next(iterator)
+        return replica.state_dict()
 
     def _carry_over(self, old: list[dict]) -> None:
         first_epoch = min(s["epoch"] for s in old)
@@ -219,13 +231,13 @@ class ExampleStream(torch.utils.data.IterableDataset):
 
 
 def stream_states(loader_state: dict) -> list[dict]:
-    """The `ExampleStream` states inside a `StatefulDataLoader` state (one per worker, or one without workers),
-    in slot order."""
+    """The slot states inside a `StatefulDataLoader` state (one per worker, or one without workers), in slot
+    order, as of the loader's last snapshot."""
     found = []
 
     def walk(value):
         if isinstance(value, dict):
-            if "slots" in value and "next_index" in value:
+            if "slot" in value and "slots" in value:
                 found.append(value)
             else:
                 for item in value.values():
@@ -233,6 +245,24 @@ def stream_states(loader_state: dict) -> list[dict]:
 
     walk(loader_state)
     return sorted(found, key=lambda state: state["slot"])
+
+
+def current_slot_states(loader_state: dict, batch_size: int, advance: Callable[[dict, int], dict]) -> list[dict]:
+    """The slot states as of the last batch the loader handed out. With workers, the loader's state holds each
+    worker's state at its last snapshot and how many batches followed; those batches came from the workers in
+    turn, starting after the last one that yielded before the snapshot (as the loader replays them itself), so each
+    worker's state is advanced by its share of them. Without workers the state is already current."""
+    states = stream_states(loader_state)
+    snapshot = loader_state.get("_snapshot")
+    since = int(loader_state.get("_steps_since_snapshot", 0) or 0)
+    if not snapshot or not since:
+        return states
+    workers = len(states)
+    following = (int(snapshot["_last_yielded_worker_id"]) + 1) % workers
+    batches = [0] * workers
+    for k in range(since):
+        batches[(following + k) % workers] += 1
+    return [advance(state, count * batch_size) if count else state for state, count in zip(states, batches)]
 
 
 def _as_tuples(value):
@@ -269,15 +299,18 @@ def shut_down_workers(iterator: object) -> None:
 
 
 # Workers ignore SIGTERM (below), so the terminate() that multiprocessing sends its daemonic children at exit would
-# not end them and the exit would wait on them forever (an exception with workers alive hung the run). Whatever is
-# still running at exit is a data worker holding nothing to save: kill it first (atexit runs this before
-# multiprocessing's own handler, registered earlier).
+# not end them and its join would wait on them forever (an exception with workers alive hung the run). At exit a
+# daemonic child is about to be terminated anyway; the ones still running here are data workers with nothing to
+# save: kill them first (atexit runs this before multiprocessing's own handler, registered earlier). The test is
+# `daemon`: multiprocessing drops a started process's target, so what a child runs cannot be told from here.
 @atexit.register
 def _kill_workers_at_exit() -> None:
-    for child in multiprocessing.active_children():
-        if getattr(getattr(child, "_target", None), "__name__", "") == "_worker_loop":
-            child.kill()
-            child.join(timeout=5)
+    daemons = [child for child in multiprocessing.active_children() if child.daemon]
+    if daemons and hasattr(signal, "SIGCHLD"):
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # torch's handler would report each kill as a worker failure
+    for child in daemons:
+        child.kill()
+        child.join(timeout=5)
 
 
 def ignore_stop_signals(worker_id: int) -> None:
@@ -297,32 +330,78 @@ def default_num_workers(device: torch.device) -> int:
     tokens/s, so ELECTRA-Small's several million tokens/s on an H100 want every core there is)."""
     if device.type == "cpu":
         return 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    per_process = cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    per_process = usable_cpus() // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     return max(1, per_process - 1)
 
 
+def usable_cpus(cgroup: str = "/sys/fs/cgroup") -> int:
+    """The CPUs this process may use: its affinity, capped by a container's CPU quota (cgroup v2 cpu.max, or v1
+    cpu.cfs_quota_us / cpu.cfs_period_us), which the affinity does not show."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = _cgroup_quota(os.path.join(cgroup, "cpu.max"))
+    if quota is None:
+        quota = _cgroup_quota(
+            os.path.join(cgroup, "cpu", "cpu.cfs_quota_us"), os.path.join(cgroup, "cpu", "cpu.cfs_period_us")
+        )
+    return max(1, min(cores, int(quota))) if quota else cores
+
+
+def _cgroup_quota(limit_file: str, period_file: str | None = None) -> float | None:
+    """CPUs a cgroup's quota allows: v2 "limit period" in one file ("max": none), or v1 in two (-1: none)."""
+    try:
+        with open(limit_file) as f:
+            fields = f.read().split()
+        if period_file is not None:
+            with open(period_file) as f:
+                fields = [fields[0], f.read().strip()]
+        if fields[0] in ("max", "-1"):
+            return None
+        return int(fields[0]) / int(fields[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def make_dataloader(
-    stream: ExampleStream,
-    batch_size: int,
-    pad_token_id: int,
+    dataset: torch.utils.data.IterableDataset,
+    batch_size: int | None,
+    collate_fn: Callable | None,
+    seed: int,
     num_workers: int = 0,
     pin_memory: bool = False,
     prefetch_factor: int = 2,
 ) -> StatefulDataLoader:
-    """A `StatefulDataLoader`: its `state_dict()` holds every worker's stream state as of the last batch handed out
-    (each worker sends its state with every batch), so a resumed run gets exactly the next batch."""
+    """A `StatefulDataLoader`: its `state_dict()` holds every worker's slot state as of its last snapshot, and how
+    many batches followed, so a resumed run gets exactly the next batch. `batch_size=None` for a dataset that
+    yields whole batches (prepared examples)."""
     # A private generator: starting an iterator draws a seed from it, which must not advance the global RNG that a
     # resumed run restores (dropout and masking would then differ from an uninterrupted run).
     loader = StatefulDataLoader(
-        stream,
+        dataset,
         batch_size=batch_size,
         num_workers=num_workers,
-        collate_fn=Collator(stream.config.max_seq_length, pad_token_id),
+        collate_fn=collate_fn if collate_fn is not None else _whole_batch,
         worker_init_fn=ignore_stop_signals,
-        generator=torch.Generator().manual_seed(stream.config.seed),
+        generator=torch.Generator().manual_seed(seed),
         pin_memory=pin_memory,
         prefetch_factor=prefetch_factor if num_workers else None,
         snapshot_every_n_steps=SNAPSHOT_EVERY,
     )
     return loader
+
+
+def _whole_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return batch
+
+
+def example_dataloader(
+    stream: ExampleStream, batch_size: int, pad_token_id: int, num_workers: int = 0, **kwargs
+) -> StatefulDataLoader:
+    """The on-the-fly stream's loader: examples collated into padded batches."""
+    return make_dataloader(
+        stream,
+        batch_size,
+        Collator(stream.config.max_seq_length, pad_token_id),
+        stream.config.seed,
+        num_workers,
+        **kwargs,
+    )

@@ -31,16 +31,9 @@ from electra_pretrain.pretrain.plot import plot_runs
 from electra_pretrain.pretrain.sources import READ_STATS, documents
 from electra_pretrain.pretrain.startup import config_changes, prepare_tokenizer, startup_summary
 from electra_pretrain.pretrain.step import LossSpikeGuard, SkipCounts, train_step
-from electra_pretrain.pretrain.stream import (
-    ExampleStream,
-    StreamConfig,
-    default_num_workers,
-    make_dataloader,
-    shut_down_workers,
-    stream_states,
-)
+from electra_pretrain.pretrain.stream import current_slot_states, default_num_workers, shut_down_workers, stream_states
+from electra_pretrain.pretrain.training_data import prepared_tokenizer, training_data
 from electra_pretrain.signals import StopFlag
-from electra_pretrain.tokenizer import token_id
 from electra_pretrain.tracking import Tracker
 
 
@@ -94,18 +87,20 @@ class Trainer:
         for change in allowed_changes:
             accelerator.print(f"config change allowed on resume: {change}")
 
-        specs, share = config.data.source_specs(), config.data.eval_share
         folders = init_folders(config.model)
-        self.tokenizer = prepare_tokenizer(
-            config.tokenizer,
-            specs,
-            self.output_dir,
-            accelerator,
-            config.seed,
-            self.checkpointer.newest_tokenizer(),
-            held_out_share=share,
-            pretrained=folders[0] if folders else None,
-        )
+        if config.data.path:
+            self.tokenizer = prepared_tokenizer(config, accelerator, folders[0] if folders else None)
+        else:
+            self.tokenizer = prepare_tokenizer(
+                config.tokenizer,
+                config.data.source_specs(),
+                self.output_dir,
+                accelerator,
+                config.seed,
+                self.checkpointer.newest_tokenizer(),
+                held_out_share=config.data.eval_share,
+                pretrained=folders[0] if folders else None,
+            )
         if folders:
             accelerator.print(describe(config.model, folders))
             differences = recipe_differences(folders, yaml_mapping(config_yaml))
@@ -151,24 +146,10 @@ class Trainer:
         self.peak_flops = trainer.peak_flops or (data_sheet[0] if data_sheet else None)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         set_seed(config.seed, device_specific=True)  # masking and dropout differ between processes
-        self.stream = ExampleStream(
-            lambda epoch: documents(specs, seed=config.seed + epoch, held_out_share=share),
-            self.tokenizer,
-            StreamConfig(config.data.max_seq_length, config.data.shuffle_buffer, config.seed),
-            accelerator.process_index,
-            accelerator.num_processes,
-        )
         workers = config.data.num_workers
         self.num_workers = default_num_workers(accelerator.device) if workers is None else workers
-        cuda = accelerator.device.type == "cuda"
-        self.dataloader = make_dataloader(
-            self.stream,
-            micro_batch,
-            token_id(self.tokenizer, "[PAD]"),
-            self.num_workers,
-            pin_memory=cuda,
-            prefetch_factor=config.data.prefetch_factor,
-        )
+        self.micro_batch = micro_batch
+        self.stream, self.dataloader = training_data(config, self.tokenizer, accelerator, micro_batch, self.num_workers)
         self.evaluator = self._held_out_evaluator()
         self.held_out: dict[str, float] = {}
         self.guard = LossSpikeGuard(trainer.loss_spike_factor, accelerator.device)
@@ -219,7 +200,9 @@ class Trainer:
         else:
             if len(states) < resumed.num_processes:
                 states = resumed.data_states()
-            self.stream.resume_elsewhere([slot for state in states for slot in stream_states(state)])
+            # each worker's state as of the last batch handed out (not its last snapshot): nothing is repeated
+            slots = [s for state in states for s in current_slot_states(state, self.micro_batch, self.stream.advance)]
+            self.stream.resume_elsewhere(slots)
             if resumed.data_state is None:  # another process count: the saved RNG states belong to other ranks
                 set_seed(self.config.seed + self.state.step, device_specific=True)
             self.accelerator.print(

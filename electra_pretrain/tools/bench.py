@@ -1,4 +1,4 @@
-"""Throughput benchmarks: our training step against a transformers-built peer, and the data pipeline.
+"""Throughput benchmarks: our training step against a transformers-built peer (the data path: bench_data.py).
 
 Each model benchmark runs in a child process of its own so that peak memory is that run's alone: on CUDA the
 allocator's peak, on CPU the child's peak RSS minus its RSS before the model was built.
@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from electra_pretrain.allocator import keep_freed_memory
 from electra_pretrain.config_base import AdamWConfig
+from electra_pretrain.devices import allow_tf32
 from electra_pretrain.dropout import set_dropout_implementation
 from electra_pretrain.flops import gpu_peak_flops
 from electra_pretrain.model_config import generator_config, preset_config
@@ -28,7 +29,6 @@ from electra_pretrain.optim import build_optimizer, parameter_groups
 from electra_pretrain.pretrain.metrics import electra_train_flops_per_token
 from electra_pretrain.pretrain.objective import Electra, gumbel_sample, max_predictions_for
 from electra_pretrain.pretrain.step import LossSpikeGuard, SkipCounts, train_step
-from electra_pretrain.tokenizer import token_id
 
 # Generator width per preset, as in configs/model/*.yaml.
 GENERATOR_FRACTION = {"tiny": 0.5, "small": 0.25, "base": 1 / 3, "large": 0.25}
@@ -106,6 +106,7 @@ class Variant:
     sync_every_step: bool = False  # read the loss on the host after every step, as loops that print it do
     keep_freed_memory: bool = True  # trainer.keep_freed_memory (CPU only)
     compile: bool = False  # trainer.compile
+    compile_mode: str = "default"  # trainer.compile_mode
     vocab_size: int = 30522
 
 
@@ -165,15 +166,17 @@ def run_worker(
 ) -> dict:
     """Time one variant in this process."""
     from accelerate import Accelerator
+    from accelerate.utils import TorchDynamoPlugin
 
     if device_name == "cpu" and variant.keep_freed_memory:
         keep_freed_memory()
     baseline = _rss_bytes()
-    accelerator = Accelerator(
-        cpu=device_name == "cpu",
-        mixed_precision=variant.precision,
-        dynamo_backend="inductor" if variant.compile else "no",
+    if device_name == "cuda":
+        allow_tf32()  # as the trainer does: what stays fp32 runs on TF32 tensor cores
+    dynamo = (
+        TorchDynamoPlugin(backend="inductor", mode=variant.compile_mode, dynamic=False) if variant.compile else None
     )
+    accelerator = Accelerator(cpu=device_name == "cpu", mixed_precision=variant.precision, dynamo_plugin=dynamo)
     device = accelerator.device
     torch.manual_seed(0)
     disc_config = preset_config(preset, vocab_size=variant.vocab_size)
@@ -272,6 +275,7 @@ def bench_model(args) -> dict:
     ours_variant = Variant(
         precision=args.precision,
         compile=args.compile,
+        compile_mode=args.compile_mode,
         keep_freed_memory=args.keep_freed_memory,
         vocab_size=args.vocab_size,
     )
@@ -354,56 +358,6 @@ def bench_ablation(args) -> list[dict]:
         {"change": row.label, "probe": row.probe, "variant": asdict(variant), **_spawn(variant, args)}
         for row, variant in ablation_variants(args.device)
     ]
-
-
-def bench_data(
-    files: list[str],
-    document_boundary: str,
-    tokenizer_path: str | None,
-    vocab_size: int,
-    seq_len: int,
-    examples: int,
-    workers: list[int],
-    batch_size: int = 128,
-) -> dict:
-    """Tokens/s of the training data path (documents -> examples -> padded batches through the trainer's
-    dataloader), for each worker count, in one run; ratios against the first."""
-    from electra_pretrain.pretrain.config import SourceSpec
-    from electra_pretrain.pretrain.sources import documents
-    from electra_pretrain.pretrain.stream import ExampleStream, StreamConfig, make_dataloader
-    from electra_pretrain.tokenizer import load_tokenizer, train_tokenizer
-
-    specs = [SourceSpec(files=files, document_boundary=document_boundary)]
-    if tokenizer_path:
-        tokenizer = load_tokenizer(tokenizer_path)
-    else:
-        tokenizer = train_tokenizer(
-            (r["text"] for r in documents(specs, 0)), vocab_size=vocab_size, show_progress=False
-        )
-    rows, batches = [], max(1, examples // batch_size)
-    for count in workers:
-        stream = ExampleStream(lambda epoch: documents(specs, seed=epoch), tokenizer, StreamConfig(seq_len))
-        loader = iter(make_dataloader(stream, batch_size, token_id(tokenizer, "[PAD]"), count))
-        next(loader)  # workers started and their buffers filled: time the steady state
-        start = time.perf_counter()
-        tokens = 0
-        for _ in range(batches):
-            tokens += int(next(loader)["attention_mask"].sum())
-        elapsed = time.perf_counter() - start
-        del loader
-        rows.append(
-            {
-                "num_workers": count,
-                "examples": batches * batch_size,
-                "tokens": tokens,
-                "seconds": elapsed,
-                "tokens_per_s": tokens / elapsed,
-                "padding_share": 1 - tokens / (batches * batch_size * seq_len),
-            }
-        )
-    for row in rows:
-        row["ratio"] = row["tokens_per_s"] / rows[0]["tokens_per_s"]
-    return {"rows": rows, "threads": torch.get_num_threads(), "cpus": os.cpu_count()}
 
 
 if __name__ == "__main__":
