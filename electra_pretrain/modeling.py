@@ -314,7 +314,11 @@ class TiedLMHead(nn.Module):
         self.bias = nn.Parameter(torch.zeros(vocab_size))
 
     def forward(self, x: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, word_embeddings, self.bias)
+        # In fp32, outside autocast: replacements are sampled from these logits (Gumbel noise on bf16-rounded
+        # logits skews the samples) and the MLM loss is taken on them; the generator computes them at the
+        # prediction slots only, so this matmul is small.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return F.linear(x.float(), word_embeddings.float(), self.bias.float())
 
 
 class ElectraGenerator(ElectraPreTrainedBase):

@@ -18,6 +18,17 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """accelerate keeps its state process-wide: an `Accelerator(cpu=True)` in one test would put every later test
+    of this process on the CPU, and a precision once chosen refuses another. Each test starts from none."""
+    yield
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory):
     """Two text files in the original format, and one tokenizer (corpus.parent / "tokenizer") for every run."""

@@ -67,8 +67,8 @@ def rng_state() -> dict:
         "torch": torch.get_rng_state(),
         "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available():  # this process's device only: a resume may see other devices, or fewer
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -77,8 +77,18 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     kind, keys, *rest = state["numpy"]
     np.random.set_state((kind, keys.numpy(), *rest))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if torch.cuda.is_available():
+        cuda = saved_cuda_state(state.get("cuda"), torch.cuda.current_device())
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda)
+
+
+def saved_cuda_state(saved, device: int):
+    """This process's CUDA RNG state in a checkpoint: saved as one state, or (checkpoints before that) one per
+    device visible then, of which this device's if it was among them."""
+    if isinstance(saved, (list, tuple)):
+        return saved[device] if device < len(saved) else None
+    return saved
 
 
 def _tuples(value):
@@ -152,7 +162,7 @@ class Checkpointer:
     ) -> Path:
         """Write step_<step> whole or not at all. Collective: every process calls it."""
         accelerator = self.accelerator
-        unwrapped = accelerator.unwrap_model(model)
+        unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)  # keys without _orig_mod.
         if not weights_are_finite(unwrapped):
             raise FloatingPointError(
                 f"step {step}: the weights hold non-finite values; not saving a checkpoint "
@@ -258,7 +268,11 @@ class Checkpointer:
             )
         device = accelerator.device if accelerator.device.type != "cpu" else "cpu"  # torch.load refuses "cpu:0"
         # Read to CPU; load_state_dict copies into the parameters wherever they live.
-        load_model(accelerator.unwrap_model(model), str(checkpoint / "model.safetensors"), strict=True)
+        load_model(
+            accelerator.unwrap_model(model, keep_torch_compile=False),
+            str(checkpoint / "model.safetensors"),
+            strict=True,
+        )
         optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", map_location=device, weights_only=True))
         scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", weights_only=True))
         if accelerator.scaler is not None:

@@ -42,7 +42,7 @@ class IntervalMetrics:
         values = accelerator.reduce(torch.stack([*self.sums.values()]), "mean") / self.steps
         tokens = int(accelerator.reduce(self.tokens, "sum").item())
         record = dict(zip(self.sums, values.tolist()))
-        record["tokens_per_s"] = self.throughput.rate(tokens)
+        record["tokens_per_s"], record["data_wait_share"] = self.throughput.rate(tokens)
         for value in (*self.sums.values(), self.tokens):
             value.zero_()
         self.steps = 0
@@ -77,13 +77,26 @@ def electra_train_flops_per_token(
 
 
 class Throughput:
-    """Tokens per second between calls to `rate` (wall clock; the caller syncs the device first)."""
+    """Tokens per second between calls to `rate` (wall clock; the caller syncs the device first), leaving out what
+    is not training (evaluation, saving, the first step's compilation and start-up: `exclude`), and the share of
+    the training time spent waiting for the next batch (`waited`)."""
 
     def __init__(self):
         self.start = time.perf_counter()
+        self.excluded_seconds = self.excluded_tokens = self.waiting = 0.0
 
-    def rate(self, tokens: float) -> float:
+    def exclude(self, seconds: float, tokens: float = 0.0) -> None:
+        self.excluded_seconds += seconds
+        self.excluded_tokens += tokens
+
+    def waited(self, seconds: float) -> None:
+        self.waiting += seconds
+
+    def rate(self, tokens: float) -> tuple[float, float]:
+        """(tokens per second, share of the time spent waiting for data) since the last call."""
         now = time.perf_counter()
-        rate = tokens / max(now - self.start, 1e-9)
-        self.start = now
-        return rate
+        seconds = max(now - self.start - self.excluded_seconds, 1e-9)
+        rate = max(tokens - self.excluded_tokens, 0.0) / seconds
+        share = min(self.waiting / seconds, 1.0)
+        self.start, self.excluded_seconds, self.excluded_tokens, self.waiting = now, 0.0, 0.0, 0.0
+        return rate, share

@@ -101,7 +101,7 @@ def train_step(
 ) -> StepResult:
     """One optimizer step over `batches` (the gradient-accumulation micro-batches of this process); the step's
     metrics are the objective's `logged` values, averaged over the micro-batches."""
-    logged = accelerator.unwrap_model(model).logged
+    logged = accelerator.unwrap_model(model, keep_torch_compile=False).logged
     sums = {name: torch.zeros((), device=accelerator.device) for name in logged}
     tokens = torch.zeros((), device=accelerator.device)
     for i, batch in enumerate(batches):
@@ -128,10 +128,14 @@ def train_step(
         if spike.item():
             overflow = no
         else:
+            scale = accelerator.scaler.get_scale()
             optimizer.step()
-            overflow = torch.tensor(accelerator.optimizer_step_was_skipped, device=loss.device)
+            # accelerate calls a step skipped only when the optimizer's step never ran; a fused kernel runs with
+            # the overflow flag and skips inside, and the scaler then lowers its scale: that is the sign.
+            skipped = accelerator.optimizer_step_was_skipped or accelerator.scaler.get_scale() < scale
+            overflow = torch.tensor(skipped, device=loss.device)
         skips.add(no, spike, overflow)
-        guard.accept(loss, ~(spike | overflow))
+        guard.accept(loss, ~(spike | overflow | non_finite))  # a NaN loss never enters the running mean
     else:
         skip = non_finite | spike
         inner = getattr(optimizer, "optimizer", optimizer)

@@ -7,9 +7,11 @@ scheduler can tell "stopped, requeue me" from success (0) and failure (1). The c
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+import torch
 from accelerate import Accelerator
 from accelerate.utils import TorchDynamoPlugin, set_seed
 from tqdm.auto import tqdm
@@ -35,6 +37,8 @@ from electra_pretrain.pretrain.stream import current_slot_states, default_num_wo
 from electra_pretrain.pretrain.training_data import prepared_tokenizer, training_data
 from electra_pretrain.signals import StopFlag
 from electra_pretrain.tracking import Tracker
+
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes that capture CUDA graphs
 
 
 @dataclass
@@ -70,6 +74,12 @@ class Trainer:
         if accelerator.device.type == "cpu" and trainer.keep_freed_memory and not keep_freed_memory():
             accelerator.print("trainer.keep_freed_memory: the C library is not glibc; allocator left as it is")
         self.accumulation = trainer.accumulation_steps(accelerator.num_processes)
+        if trainer.compile and trainer.compile_mode in CUDA_GRAPH_MODES and self.accumulation > 1:
+            raise ValueError(
+                f"trainer.compile_mode={trainer.compile_mode} captures CUDA graphs, which crash or give wrong "
+                f"gradients with gradient accumulation (here {self.accumulation} micro-batches per step); use "
+                "trainer.compile_mode=default, or a trainer.micro_batch_size that needs no accumulation"
+            )
         micro_batch = trainer.micro_batch(accelerator.num_processes)
         self.output_dir = Path(config.output_dir)
         self.progress: tqdm | None = None
@@ -254,12 +264,15 @@ class Trainer:
         self.batches = batches = iter(self.dataloader)
         self.model.train()
         stopping = False
+        first_step, started = True, time.perf_counter()
         while state.step < config.max_steps and not stopping:
             state.step += 1
+            fetching = time.perf_counter()
             micro = [
                 {k: v.to(accelerator.device, non_blocking=True) for k, v in next(batches).items()}
                 for _ in range(self.accumulation)
             ]
+            self.metrics.throughput.waited(time.perf_counter() - fetching)
             result = train_step(
                 self.model,
                 micro,
@@ -271,6 +284,10 @@ class Trainer:
                 self.skips,
             )
             self.metrics.add(result)
+            if first_step:  # start-up, the workers' first batches, compilation: not the training rate
+                tokens = accelerator.reduce(result.tokens.detach().clone(), "sum").item()
+                self.metrics.throughput.exclude(time.perf_counter() - started, tokens)
+                first_step = False
             self.progress.update(1)
             last = state.step == config.max_steps
             log_due = self.metrics.should_log(state.step, last)
@@ -283,10 +300,12 @@ class Trainer:
             healthy = self._check_skips() if log_due or eval_due or save_due else True
             if log_due:
                 self._log()
+            paused = time.perf_counter()
             if eval_due:
                 self._evaluate()
             if self.checkpointer.should_save(state.step, last or stopping, healthy):
                 self._save()
+            self.metrics.throughput.exclude(time.perf_counter() - paused)
         self.progress.close()
         if stopping:
             saved = "saved" if not self.checkpointer.pending else "did not save (loss spike)"
@@ -344,6 +363,8 @@ class Trainer:
             fp16_skips=self.state.fp16_skips,
             spike_skips=self.state.spike_skips,
         )
+        if self.accelerator.device.type == "cuda":
+            record["peak_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
         if self.peak_flops:
             # tokens_per_s counts every process's tokens; the peak is one process's device.
             record["mfu"] = (
@@ -364,7 +385,7 @@ class Trainer:
 
     def _evaluate(self) -> dict[str, float]:
         assert self.evaluator is not None, "evaluations are due only with held-out data"
-        results = self.evaluator(self.accelerator.unwrap_model(self.model))
+        results = self.evaluator(self.accelerator.unwrap_model(self.model, keep_torch_compile=False))
         self.held_out = results  # the latest, for the exports' model cards
         self.tracker.log(
             self.state.step,
@@ -401,7 +422,11 @@ class Trainer:
                 "command": " ".join(["python", *sys.argv]),
             }
             folders = export_model(
-                self.accelerator.unwrap_model(self.model), self.tokenizer, out, self.config_yaml, provenance
+                self.accelerator.unwrap_model(self.model, keep_torch_compile=False),
+                self.tokenizer,
+                out,
+                self.config_yaml,
+                provenance,
             )
             self.accelerator.print(f"exported {' and '.join(str(folder) for folder in folders)}")
         self.accelerator.wait_for_everyone()
