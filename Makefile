@@ -16,9 +16,9 @@ export TOKENIZERS_PARALLELISM ?= false
 SPAM_DATA := data/spam
 SPAM_VERSION := 0.2.3
 SPAM_SHA256 := 8d15982711d6fa4b415fa84e83f654b34ac06db49f120eb9a3d33dd3346622cb
-FINETUNE_SEEDS ?= [0,1,2]
+SOTU_ERAS_DATA := data/sotu_eras
 
-.PHONY: help install test test-fast lint format check demo data bench finetune-demo spam-data bench-finetune clean
+.PHONY: help install test test-fast lint format check demo data bench finetune-demo sotu-eras-data spam-data bench-finetune gpu-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -73,12 +73,14 @@ $(DEMO_DATA)/.complete:
 	@echo "$$(ls $(DEMO_DATA)/*.txt | wc -l) addresses in $(DEMO_DATA)"
 	touch $@
 
-finetune-demo: install spam-data $(DEMO_OUT)/export/discriminator/model.safetensors  ## fine-tune the demo's export on SpamAssassin mail, and the same shape from random weights
-	$(BIN)/python finetune.py model_path=$(DEMO_OUT)/export task=spam 'seeds=$(FINETUNE_SEEDS)' output_dir=runs/spam
-	$(BIN)/python finetune.py model_path=$(DEMO_OUT)/export task=spam model_init=random 'seeds=$(FINETUNE_SEEDS)' \
-		output_dir=runs/spam-random
-	@$(BIN)/python -c "import json; p, r = (json.load(open(f'runs/{d}/results.json')) for d in ('spam', 'spam-random')); \
-		print('spam validation (median of seeds): pretrained', p['validation'], '| random init', r['validation'])"
+STUDY_OUT ?= runs/study-spam
+STUDY_ARGS ?=
+
+finetune-demo: install spam-data  ## does pretraining pay? RTD and MLM pretraining on the spam training text, then both and random weights fine-tuned with 100 and 300 labels (~35 min on 2 cores; STUDY_ARGS=--full for the whole grid)
+	$(BIN)/electra-pretrain study $(STUDY_OUT) task=spam $(STUDY_ARGS)
+
+sotu-eras-data: install data  ## State of the Union passages labelled by era: $(SOTU_ERAS_DATA)/{train,validation,test}.csv (a second task for the study)
+	$(BIN)/electra-pretrain sotu-eras $(DEMO_DATA) --out $(SOTU_ERAS_DATA)
 
 $(DEMO_OUT)/export/discriminator/model.safetensors:
 	$(MAKE) demo
@@ -101,6 +103,9 @@ bench-finetune: install spam-data $(DEMO_OUT)/export/discriminator/model.safeten
 
 bench: install  ## benchmark a training step of `small` against a transformers-built peer (CPU: ~2 min)
 	$(BIN)/electra-pretrain bench --model small --seq-len 128 --batch-size 32
+
+gpu-check:  ## on a CUDA machine: GPU tests, bench, prepared data, a short Small run -> gpu-report/ (at most 10 min)
+	bash launch/gpu_check.sh gpu-report
 
 clean:  ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -93,7 +93,8 @@ def test_bf16_on_cpu_learns(tiny_export, files, tmp_path):
 
 
 def test_layerwise_decay_is_the_originals_for_large_models():
-    assert FinetuneOptimConfig().decay_for(256) == 0.8 and FinetuneOptimConfig().decay_for(1024) == 0.9
+    assert FinetuneOptimConfig().decay_for(256) == 0.8 and FinetuneOptimConfig().decay_for(1024, 24) == 0.9
+    assert FinetuneOptimConfig().decay_for(128, 2) == 1.0  # shallow encoders: off (the study's measurement)
     assert FinetuneOptimConfig(layerwise_lr_decay=1.0).decay_for(1024) == 1.0
 
 

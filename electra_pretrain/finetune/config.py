@@ -115,10 +115,16 @@ class TaskConfig:
             raise ValueError("task: give either task.hub or task.train_files / validation_files, not both")
 
 
+# Layer-wise decay is the original's for 12 and 24 layers; a 2-layer encoder fine-tuned better without it, from
+# random and from pretrained weights alike (the label-efficiency study, docs/pretraining-recipe.md).
+SHALLOW_LAYERS = 4
+
+
 @dataclass
 class FinetuneOptimConfig(AdamWConfig):
     lr: float | None = None  # None: by model size, 3e-4 up to width 256 (Small), 1e-4 (Base), 5e-5 from 1024 (Large)
-    # lr x decay^(layers + 2 - depth); None: the original's 0.8, 0.9 for Large (width 1024 and up); 1.0 turns it off
+    # lr x decay^(layers + 2 - depth); None: the original's 0.8, 0.9 for Large (width 1024 and up), and off for
+    # encoders of up to SHALLOW_LAYERS layers; 1.0 turns it off
     layerwise_lr_decay: float | None = None
     warmup_share: float = 0.1  # of the optimizer steps, then linear decay to 0
 
@@ -131,9 +137,11 @@ class FinetuneOptimConfig(AdamWConfig):
         if not 0.0 <= self.warmup_share < 1.0:
             raise ValueError(f"optim.warmup_share must be in [0, 1), got {self.warmup_share}")
 
-    def decay_for(self, hidden_size: int) -> float:
+    def decay_for(self, hidden_size: int, num_layers: int = 12) -> float:
         if self.layerwise_lr_decay is not None:
             return self.layerwise_lr_decay
+        if num_layers <= SHALLOW_LAYERS:
+            return 1.0
         return 0.9 if hidden_size >= 1024 else 0.8
 
     def lr_for(self, hidden_size: int) -> float:

@@ -134,7 +134,7 @@ class FineTuner:
             verify=config.verify_checksums,
         )
         self.lr = config.optim.lr_for(model.config.hidden_size)
-        self.decay = config.optim.decay_for(model.config.hidden_size)
+        self.decay = config.optim.decay_for(model.config.hidden_size, model.config.num_hidden_layers)
         groups = layerwise_parameter_groups(
             model, self.lr, self.decay, config.optim.weight_decay, model.config.num_hidden_layers
         )
