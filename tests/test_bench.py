@@ -61,3 +61,36 @@ def test_every_cpu_ablation_change_builds_and_steps(variant):
 
 def test_keep_freed_memory_applies_on_glibc():
     assert keep_freed_memory() is True  # this machine's C library is glibc
+
+
+@pytest.mark.parametrize("task", ["classification", "squad"])
+def test_bench_finetune_runs_both_loops_on_the_same_features(tiny_export, tmp_path, task):
+    """Both loops train on the same features for each kind with a transformers peer; the classification peer is
+    scored too, and the figures are positive rates, not placeholders."""
+    import json as json_module
+
+    from electra_pretrain.tools.bench_finetune import bench_finetune
+
+    from .helpers.corpora import squad_document, write_classification_csv
+
+    overrides = [f"task={task}"]
+    if task == "squad":
+        overrides += ["task.doc_stride=16", "task.max_query_length=12"]
+        train, valid = tmp_path / "train.json", tmp_path / "dev.json"
+        train.write_text(json_module.dumps(squad_document(48, 1, long_every=3)))
+        valid.write_text(json_module.dumps(squad_document(16, 2)))
+    else:
+        train = write_classification_csv(tmp_path / "train.csv", 48, 1)
+        valid = write_classification_csv(tmp_path / "valid.csv", 16, 2)
+    result = bench_finetune(
+        str(tiny_export), str(train), str(valid), [0], epochs=1, batch_size=16, max_length=48, task=overrides
+    )
+    assert result["task"] == ("classification" if task == "classification" else "question_answering")
+    assert result["train_examples"] >= 48  # question answering: a long context makes more than one window
+    ours, peer = result["per_seed"][0]["ours"], result["per_seed"][0]["transformers"]
+    assert ours["examples_per_s"] > 0 and peer["examples_per_s"] > 0 and result["throughput_ratio"] > 0
+    assert 0 <= ours["score"] <= (1 if task == "classification" else 100)
+    if task == "classification":
+        assert 0 <= peer["score"] <= 1 and result["score_difference"] == pytest.approx(ours["score"] - peer["score"])
+    else:
+        assert peer["score"] is None and result["score_difference"] is None

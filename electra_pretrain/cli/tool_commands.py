@@ -60,13 +60,19 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
         "examples/s on the same data (layer-wise decay off)",
     )
     tune.add_argument("model", help="an export folder or a transformers ELECTRA discriminator folder")
-    tune.add_argument("--train", default="data/spam/train.csv", help="csv with text and label columns")
-    tune.add_argument("--validation", default="data/spam/validation.csv", help="csv with text and label columns")
+    tune.add_argument("--train", default="data/spam/train.csv", help="training file in the task's layout")
+    tune.add_argument("--validation", default="data/spam/validation.csv", help="validation file in the task's layout")
     tune.add_argument("--seeds", default="0,1,2", help="comma-separated; accuracy is averaged over them")
     tune.add_argument("--epochs", type=int, default=3, help="passes over the training set")
     tune.add_argument("--lr", type=float, default=3e-4, help="finetune.py's default for models up to width 256")
     tune.add_argument("--batch-size", type=int, default=32, help="examples per optimizer step")
     tune.add_argument("--max-length", type=int, default=128, help="tokens per example, at most")
+    tune.add_argument(
+        "--task",
+        nargs="+",
+        default=["task=classification"],
+        help="finetune.py overrides naming the task, e.g. task=squad (kinds: classification, question_answering)",
+    )
     tune.add_argument("--json", action="store_true", help="print one JSON object")
     tune.set_defaults(func=bench_finetune_command)
     bench.add_argument("--model", default="small", choices=sorted(PRESETS), help="model preset to time")
@@ -222,29 +228,34 @@ def bench_finetune_command(args: argparse.Namespace) -> None:
         args.lr,
         args.batch_size,
         args.max_length,
+        task=args.task,
     )
     if args.json:
         print(json.dumps(result))
         return
     print(
-        f"fine-tuning {result['model']}: {result['train_examples']} training examples, {args.epochs} epochs, "
-        f"batch {args.batch_size}, lr {args.lr:g}, layer-wise decay off"
+        f"fine-tuning {result['model']} ({result['task']}): {result['train_examples']} training features, "
+        f"{args.epochs} epochs, batch {args.batch_size}, lr {args.lr:g}, layer-wise decay off"
     )
-    print(f"{'seed':>4} {'ours acc':>9} {'peer acc':>9} {'ours ex/s':>10} {'peer ex/s':>10}")
+    metric = result["metric"]
+
+    def score(value: float | None) -> str:
+        return f"{'-':>11}" if value is None else f"{value:11.4f}"
+
+    print(f"{'seed':>4} {'ours ' + metric:>11} {'peer ' + metric:>11} {'ours ex/s':>10} {'peer ex/s':>10}")
     for row in result["per_seed"]:
         print(
-            f"{row['seed']:>4} {row['ours']['accuracy']:9.4f} {row['transformers']['accuracy']:9.4f} "
+            f"{row['seed']:>4} {score(row['ours']['score'])} {score(row['transformers']['score'])} "
             f"{row['ours']['examples_per_s']:10.1f} {row['transformers']['examples_per_s']:10.1f}"
         )
     mean = result["mean"]
     print(
-        f"mean {mean['ours']['accuracy']:9.4f} {mean['transformers']['accuracy']:9.4f} "
+        f"mean {score(mean['ours']['score'])} {score(mean['transformers']['score'])} "
         f"{mean['ours']['examples_per_s']:10.1f} {mean['transformers']['examples_per_s']:10.1f}"
     )
-    print(
-        f"accuracy difference {result['accuracy_difference_points']:+.2f} points; throughput "
-        f"x{result['throughput_ratio']:.2f} of the transformers loop"
-    )
+    difference = result["score_difference"]
+    compared = "" if difference is None else f"{metric} difference {difference:+.4f}; "
+    print(f"{compared}throughput x{result['throughput_ratio']:.2f} of the transformers loop")
 
 
 def add_spam_corpus(sub: argparse._SubParsersAction) -> None:

@@ -25,17 +25,22 @@ def run(config: FinetuneConfig, config_yaml: str) -> int:
     return code
 
 
-def finetune_from_overrides(overrides: list[str]) -> dict:
-    """The command line's run in this process (benchmarks, tests, studies): compose configs/finetune/finetune.yaml
-    with the overrides, check it, run it; returns the results ({} when a stop signal ended it)."""
-    from electra_pretrain.finetune.train import run_finetuning
-
+def compose_config(overrides: list[str]) -> tuple[FinetuneConfig, str]:
+    """configs/finetune/finetune.yaml with the overrides, checked: the config and its resolved YAML."""
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("finetune", overrides=overrides)
     check_known_keys(cfg, OmegaConf.structured(FinetuneConfig))
     config = OmegaConf.to_object(cfg)
     assert isinstance(config, FinetuneConfig)
-    _, results = run_finetuning(config, OmegaConf.to_yaml(cfg, resolve=True))
+    return config, OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def finetune_from_overrides(overrides: list[str]) -> dict:
+    """The command line's run in this process (benchmarks, tests, studies): compose, check and run it; returns the
+    results ({} when a stop signal ended it)."""
+    from electra_pretrain.finetune.train import run_finetuning
+
+    _, results = run_finetuning(*compose_config(overrides))
     return results
 
 
