@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -94,3 +95,25 @@ def test_bench_finetune_runs_both_loops_on_the_same_features(tiny_export, tmp_pa
         assert 0 <= peer["score"] <= 1 and result["score_difference"] == pytest.approx(ours["score"] - peer["score"])
     else:
         assert peer["score"] is None and result["score_difference"] is None
+
+
+def test_bench_data_times_both_paths_and_measures_what_a_slot_reads(corpus, tmp_path):
+    """The same examples on the fly and prepared; by file a slot reads about its share of the corpus (measured),
+    by document all of it; None where there are fewer files than slots."""
+    from electra_pretrain.tools.bench_data import SLOT_COUNTS, bench_data
+
+    from .helpers.corpora import write_blank_line_corpus
+
+    files = [str(write_blank_line_corpus(tmp_path / f"{i}.txt", 4, 10, first_doc=10 * i)) for i in range(8)]
+    result = bench_data(files, "blank_line", str(corpus.parent / "tokenizer"), 0, 64, 64, [0], batch_size=16)
+    (row,) = result["rows"]
+    assert row["on_the_fly_tokens_per_s"] > 0 and row["prepared_tokens_per_s"] > 0 and result["prepare"]["tokens"] > 0
+    text = sum(len(p.read_bytes().decode().replace("\n\n", "").encode()) for p in map(Path, files))
+    reads = {r["slots"]: r for r in result["reads"]}
+    assert set(reads) == set(SLOT_COUNTS) and all(
+        r["by_document_bytes_per_slot"] == result["corpus_bytes"] for r in reads.values()
+    )
+    assert text * 0.9 < reads[1]["by_file_bytes_per_slot"] <= result["corpus_bytes"]  # one slot reads everything
+    assert reads[8]["by_file_bytes_per_slot"] < reads[1]["by_file_bytes_per_slot"] / 8 * 1.5  # about its eighth
+    assert reads[32]["by_file_bytes_per_slot"] is None  # 8 files for 32 slots: by document
+    assert result["projection"]["small"]["cores_prepared"] < result["projection"]["small"]["cores_on_the_fly"]

@@ -161,11 +161,11 @@ def test_overlong_unit_is_cut_not_dropped(tok):
 # ---------------------------------------------------------------- stream
 
 
-def make_stream(tok, spec, rank=0, world_size=1, buffer=50, seed=3):
+def make_stream(tok, spec, rank=0, world_size=1, buffer=50, seed=3, shard_files=False):
     return ExampleStream(
         lambda epoch: documents([spec], seed=seed + epoch),
         tok,
-        StreamConfig(max_seq_length=L, shuffle_buffer=buffer, seed=seed),
+        StreamConfig(max_seq_length=L, shuffle_buffer=buffer, seed=seed, shard_files=shard_files),
         rank,
         world_size,
     )
@@ -184,14 +184,16 @@ def test_collator_pads_and_sets_token_types():
     assert out["token_type_ids"].tolist() == [[0, 0, 0, 1, 1, 0], [0] * 6]
 
 
-def test_resume_continues_with_the_next_batches(tok, tmp_path):
+@pytest.mark.parametrize("shard_files", [False, True], ids=["by-document", "by-file"])
+def test_resume_continues_with_the_next_batches(tok, tmp_path, shard_files):
     spec = SourceSpec(files=[str(write_blank_line_corpus(tmp_path / f"{i}.txt", 5, 20)) for i in range(3)])
-    reference = batches(example_dataloader(make_stream(tok, spec), 4, 0), 60)  # crosses an epoch boundary
-    stream = make_stream(tok, spec)
+    reference = batches(example_dataloader(make_stream(tok, spec, shard_files=shard_files), 4, 0), 60)  # 2 epochs
+    stream = make_stream(tok, spec, shard_files=shard_files)
     got = batches(example_dataloader(stream, 4, 0), 7)
     for stop in (23, 60):  # two resumes in a row, each from a freshly built pipeline
         state = torch.load(_roundtrip(stream.state_dict(), tmp_path), weights_only=True)
-        stream = make_stream(tok, spec)
+        assert state["mode"] == ("file" if shard_files else "document")
+        stream = make_stream(tok, spec, shard_files=shard_files)
         stream.load_state_dict(state)
         got += batches(example_dataloader(stream, 4, 0), stop - len(got))
     assert stream._epoch >= 1
@@ -209,14 +211,30 @@ def test_same_seed_same_stream_other_seed_other_stream(tok, tmp_path):
     assert all(torch.equal(x, y) for x, y in zip(a, b)) and not all(torch.equal(x, y) for x, y in zip(a, c))
 
 
-@pytest.mark.parametrize("num_files", [2, 3])  # whole files per rank, or every other document
-def test_two_ranks_see_disjoint_examples_covering_the_input(tok, tmp_path, num_files):
+@pytest.mark.parametrize("shard_files", [False, True], ids=["by-document", "by-file"])
+@pytest.mark.parametrize("num_files", [1, 2, 3])
+def test_two_ranks_see_disjoint_examples_covering_the_input(tok, tmp_path, num_files, shard_files):
+    """By file (at least as many files as slots), a rank reads only its own files; otherwise every rank reads every
+    document and tokenizes every other one. Either way the ranks' documents are disjoint and cover the input."""
     files = [str(write_blank_line_corpus(tmp_path / f"{i}.txt", 5, 12, first_doc=10 * i)) for i in range(num_files)]
     spec = SourceSpec(files=files)
     all_docs = {int(m) for t in texts(spec) for m in re.findall(r"Document (\d+)", t)}
+    by_file = shard_files and num_files >= 2
     seen, tokens, sep = [], 0, tok.token_to_id("[SEP]")
     for rank in (0, 1):
-        stream = make_stream(tok, spec, rank=rank, world_size=2)
+        read: list[int] = []
+
+        def reading(row, read=read):
+            read.extend({int(m) for m in re.findall(r"document (\d+)", row["text"], re.IGNORECASE)})  # one document
+            return row
+
+        stream = ExampleStream(
+            lambda epoch: documents([spec], seed=3 + epoch).map(reading),
+            tok,
+            StreamConfig(max_seq_length=L, shuffle_buffer=50, seed=3, shard_files=shard_files),
+            rank,
+            2,
+        )
         docs = set()
         for example in stream:
             if stream._epoch:  # the first example of the next epoch
@@ -224,6 +242,11 @@ def test_two_ranks_see_disjoint_examples_covering_the_input(tok, tmp_path, num_f
             docs |= doc_ids(tok, example)
             tokens += len(example.input_ids) - 1 - example.input_ids.count(sep)
         seen.append(docs)
+        first_epoch = read[: len(all_docs) if not by_file else len(docs)]
+        if by_file:  # its own files only: whole files, ten document ids apart
+            assert set(first_epoch) == docs and len({d // 10 for d in docs}) == len(docs) // 5
+        else:
+            assert set(first_epoch) == all_docs
     assert seen[0] and seen[1] and seen[0].isdisjoint(seen[1]) and seen[0] | seen[1] == all_docs
     builder = ExampleBuilder(tok, L, random.Random(0))
     assert tokens == sum(len(u) for t in texts(spec) for u in builder.tokenize_units(t))
@@ -234,20 +257,22 @@ def content_tokens(tok, example) -> list[int]:
     return [i for i in example.input_ids if i not in special]
 
 
+@pytest.mark.parametrize("shard_files", [False, True], ids=["by-document", "by-file"])
 @pytest.mark.parametrize("new_world", [1, 3])
-def test_resuming_on_another_number_of_slots_reads_every_token_once(tok, tmp_path, new_world):
+def test_resuming_on_another_number_of_slots_reads_every_token_once(tok, tmp_path, new_world, shard_files):
     files = [str(write_blank_line_corpus(tmp_path / f"{i}.txt", 5, 12, first_doc=10 * i)) for i in range(3)]
     spec = SourceSpec(files=files)
     builder = ExampleBuilder(tok, L, random.Random(0))
     everything = Counter(i for t in texts(spec) for unit in builder.tokenize_units(t) for i in unit)
     seen, old_states = Counter(), []
     for rank, taken in ((0, 9), (1, 4)):  # two old processes, cut at different points of the epoch
-        stream = make_stream(tok, spec, rank=rank, world_size=2, buffer=5)
+        stream = make_stream(tok, spec, rank=rank, world_size=2, buffer=5, shard_files=shard_files)
         for example in itertools.islice(stream, taken):
             seen.update(content_tokens(tok, example))
         old_states.append(torch.load(_roundtrip(stream.state_dict(), tmp_path), weights_only=True))
+        assert old_states[-1]["mode"] == ("file" if shard_files else "document")
     for rank in range(new_world):
-        stream = make_stream(tok, spec, rank=rank, world_size=new_world, buffer=5)
+        stream = make_stream(tok, spec, rank=rank, world_size=new_world, buffer=5, shard_files=shard_files)
         stream.resume_elsewhere(old_states)
         for example in stream:
             if stream._epoch:  # the first example of the next epoch
@@ -256,8 +281,56 @@ def test_resuming_on_another_number_of_slots_reads_every_token_once(tok, tmp_pat
     assert seen == everything  # nothing read twice, nothing left out
 
 
+@pytest.mark.parametrize("new_world", [1, 3])
+def test_file_shards_resumed_on_another_layout_across_two_epochs_read_every_document_once(tok, tmp_path, new_world):
+    """One old slot is already in the next epoch when the other is cut mid-epoch: the new slots finish both
+    epochs' old shards from each old slot's own position."""
+    epochs = [
+        [str(write_blank_line_corpus(tmp_path / f"e{e}_{i}.txt", 4, 10, first_doc=100 * e + 10 * i)) for i in range(3)]
+        for e in range(2)
+    ]
+
+    def stream(rank, world):
+        return ExampleStream(
+            lambda epoch: documents([SourceSpec(files=epochs[min(epoch, 1)])], seed=epoch),
+            tok,
+            StreamConfig(max_seq_length=L, shuffle_buffer=5, seed=3, shard_files=True),
+            rank,
+            world,
+        )
+
+    builder = ExampleBuilder(tok, L, random.Random(0))
+    everything = Counter(
+        i
+        for files in epochs
+        for t in texts(SourceSpec(files=files))
+        for unit in builder.tokenize_units(t)
+        for i in unit
+    )
+    seen, old_states = Counter(), []
+    for rank in range(2):
+        old = stream(rank, 2)
+        for example in old:
+            seen.update(content_tokens(tok, example))
+            if (rank == 0 and old.examples_yielded == 5) or (rank == 1 and old._epoch == 1):
+                break  # slot 0 mid-way through epoch 0; slot 1 done with it, one example into epoch 1
+        old_states.append(torch.load(_roundtrip(old.state_dict(), tmp_path), weights_only=True))
+    assert [s["epoch"] for s in old_states] == [0, 1] and {s["mode"] for s in old_states} == {"file"}
+    for rank in range(new_world):
+        new = stream(rank, new_world)
+        new.resume_elsewhere(old_states)
+        for example in new:
+            if new._epoch == 2:
+                break
+            seen.update(content_tokens(tok, example))
+    assert seen == everything  # both epochs: nothing read twice, nothing left out
+
+
+@pytest.mark.parametrize("shard_files", [False, True], ids=["by-document", "by-file"])
 @pytest.mark.parametrize("old_workers, new_workers", [(2, 0), (0, 2)])
-def test_resuming_data_workers_on_another_count_reads_every_document_once(tok, tmp_path, old_workers, new_workers):
+def test_resuming_data_workers_on_another_count_reads_every_document_once(
+    tok, tmp_path, old_workers, new_workers, shard_files
+):
     """The loader's state holds each worker's state as of its last snapshot and the batches since; those batches
     are replayed before the documents are dealt out again, so none is trained on twice."""
     from electra_pretrain.pretrain.stream import current_slot_states
@@ -270,7 +343,7 @@ def test_resuming_data_workers_on_another_count_reads_every_document_once(tok, t
         return ExampleStream(
             lambda epoch: documents([SourceSpec(files=first if epoch == 0 else [str(later)])], seed=epoch),
             tok,
-            StreamConfig(max_seq_length=L, shuffle_buffer=5, seed=3),
+            StreamConfig(max_seq_length=L, shuffle_buffer=5, seed=3, shard_files=shard_files),
         )
 
     builder = ExampleBuilder(tok, L, random.Random(0))

@@ -191,6 +191,7 @@ def test_two_cpu_processes_train_save_and_resume_on_one_and_back_on_two(corpus, 
         env["PYTHON"] = sys.executable
     first = train(overrides(corpus, out, "trainer.max_steps=4", "trainer.save_every=2"), launcher=launcher, env=env)
     assert "2 processes x 4 micro-batch x 1 accumulation" in first.stdout
+    assert "data sharding: by file: each of the 2 readers reads only its own of the 2 files" in first.stdout
     saved = sorted(p.name for p in (out / "checkpoints" / "step_4").iterdir())
     assert {"data_0.pt", "data_1.pt", "rng_0.pt", "rng_1.pt"} <= set(saved)
     # 2 -> 1 process: weights, optimizer, schedule and counters carry over; the data is dealt out again.

@@ -202,9 +202,12 @@ def bench_data_command(args: argparse.Namespace) -> None:
             f"{row['examples']} examples)"
         )
     for read in result["reads"]:
+        by_file = read["by_file_bytes_per_slot"]
         print(
-            f"bytes read per slot at {read['slots']} slot(s): on the fly {read['on_the_fly_bytes_per_slot'] / 1e6:.1f} "
-            f"MB, prepared {read['prepared_bytes_per_slot'] / 1e6:.2f} MB per epoch"
+            f"read per slot and epoch at {read['slots']} slot(s): on the fly by document "
+            f"{read['by_document_bytes_per_slot'] / 1e6:.1f} MB, by file "
+            f"{'- (fewer files than slots)' if by_file is None else f'{by_file / 1e6:.2f} MB'}, prepared "
+            f"{read['prepared_bytes_per_slot'] / 1e6:.2f} MB"
         )
     if result["prepare"]:
         print(f"prepare: {result['prepare']['tokens_per_s_per_core'] / 1e6:.2f} M tokens/s on one core")

@@ -152,6 +152,9 @@ class DataConfig:
     sources: list[SourceSpec] = field(default_factory=list)  # a weighted mixture, instead of files / hub
     max_seq_length: int = 128
     shuffle_buffer: int = 1000  # examples
+    # With at least as many files as readers (processes x workers), each reader reads only its own files; false:
+    # every reader reads every document and tokenizes its share (always so for mixtures of sources).
+    shard_files: bool = True
     num_workers: int | None = None  # dataloader workers per process; None: from the CPU count on GPU, 0 on CPU
     prefetch_factor: int = 2  # batches each worker builds ahead
     eval_files: list[str] = field(default_factory=list)  # held-out text for evaluation (same format as files)

@@ -1,25 +1,36 @@
 """The training stream: documents -> examples -> shuffle buffer -> padded batches, sharded and resumable.
 
-Sharding is by document: every reader ("slot": a process, or a dataloader worker of a process) walks the epoch's
-global document order and builds examples from the documents whose index i has i % slots == slot, where
-slots = processes x max(1, num_workers). Reading is cheap next to tokenizing, so every slot reads every document
-but tokenizes only its own. The stream never ends: after the last document it starts the next epoch with the files
-in a new seeded order.
+A reader ("slot") is a process, or a dataloader worker of a process: slots = processes x max(1, num_workers). Each
+epoch is sharded in one of two ways:
+  - by file, when the source has at least as many files (datasets' shards) as there are slots and
+    `StreamConfig.shard_files` is on: slot s reads only the files at positions p of the epoch's seeded file order
+    with p % slots == s (datasets' `IterableDataset.shard(contiguous=False)`), so each file is read once per epoch;
+  - by document otherwise (few files, or a mixture of sources): every slot walks the epoch's global document order
+    and builds examples from the documents whose index i has i % slots == slot. Reading is cheap next to
+    tokenizing, so every slot reads every document but tokenizes only its own.
+The stream never ends: after the last document it starts the next epoch with the files in a new seeded order.
 
-Resume: a slot's `state_dict()` holds the datasets position after its last document read, the global index there,
-the examples built but not yet yielded, the shuffle buffer and the RNG, so `load_state_dict()` continues with exactly
-the next example. torchdata's `StatefulDataLoader` collects these states from every worker (every SNAPSHOT_EVERY batches), so a
-checkpoint resumes bit-identically with any `num_workers`, as long as the process and worker counts are unchanged.
+Resume: a slot's `state_dict()` holds the epoch's sharding mode, the datasets position after its last document
+read, the index there, the examples built but not yet yielded, the shuffle buffer and the RNG, so
+`load_state_dict()` continues with exactly the next example. torchdata's `StatefulDataLoader` collects these states
+from every worker (every SNAPSHOT_EVERY batches), so a checkpoint resumes bit-identically with any `num_workers`, as
+long as the process and worker counts are unchanged.
 
-Another layout (`resume_elsewhere`): the old slots' positions say which documents were already read (document i was
-read by old slot i % old_slots iff its epoch is past, or i is below that slot's index); the new slots skip exactly
-those, and the examples the old slots had built but not yielded are dealt out among the new ones. No document is
-read twice or left out; only the order of examples differs from an uninterrupted run.
+Another layout (`resume_elsewhere`), the old slots' positions say which documents were already read:
+  - by document: document i was read by old slot i % old_slots iff its epoch is past, or i is below that slot's
+    index; the new slots walk the global order and skip exactly those;
+  - by file: old slot s read a prefix of its own file shard; until the new slots are past the old slots' epochs,
+    they read each old shard on from where its slot stopped and take the documents j (counted from there) with
+    j % new_slots == slot.
+Either way the examples the old slots had built but not yielded are dealt out among the new ones. No document is
+read twice or left out; only the order of examples differs from an uninterrupted run. (A second change of layout
+before the first one's carried-over epoch ends is not tracked document by document.)
 """
 
 from __future__ import annotations
 
 import atexit
+import copy
 import logging
 import multiprocessing
 import os
@@ -48,6 +59,12 @@ class StreamConfig:
     max_seq_length: int = 128
     shuffle_buffer: int = 1000  # examples; 0 or 1 keeps document order
     seed: int = 0
+    shard_files: bool = False  # each slot reads only its own files when there are at least as many as slots
+
+
+def shards_by_file(num_files: int, slots: int, shard_files: bool) -> bool:
+    """Whether an epoch of `num_files` files (datasets' shards) is read file by file by `slots` slots."""
+    return shard_files and num_files >= slots
 
 
 def _slot(rank: int, world_size: int) -> tuple[int, int]:
@@ -102,7 +119,9 @@ class ExampleStream(torch.utils.data.IterableDataset):
         self._rng = random.Random(f"{self.config.seed}:{self.slot}")
         self._epoch = 0
         self._documents_state: dict | None = None  # datasets' position after the last own document read
-        self._next_index = 0  # global index of the document after it
+        self._next_index = 0  # index of the document after it: in the epoch's order, or in the slot's own files
+        self._mode: str | None = None  # this epoch's sharding: "document", "file" or "carry" (another layout's files)
+        self._carry: dict | None = None  # "carry": the old slots' file positions, and where this slot is among them
         self._pending: deque[Example] = deque()  # built from the last document, not yet in the buffer
         self._buffer: list[Example] = []
         self._target_length = self.config.max_seq_length
@@ -129,6 +148,8 @@ class ExampleStream(torch.utils.data.IterableDataset):
             "rng": self._rng.getstate(),
             "target_length": self._target_length,
             "read_before": self._read_before,
+            "mode": self._mode,
+            "carry": copy.deepcopy(self._carry),  # a snapshot: the live one changes as the slot reads on
             "examples_yielded": self.examples_yielded,
         }
 
@@ -150,6 +171,8 @@ class ExampleStream(torch.utils.data.IterableDataset):
         self._rng.setstate(_as_tuples(state["rng"]))
         self._target_length = state["target_length"]
         self._read_before = state["read_before"]
+        self._mode = state.get("mode", "document")  # states saved before file sharding existed
+        self._carry = state.get("carry")
         self.examples_yielded = state["examples_yielded"]
 
     def resume_elsewhere(self, old_states: list[dict]) -> None:
@@ -169,13 +192,25 @@ class ExampleStream(torch.utils.data.IterableDataset):
         return replica.state_dict()
 
     def _carry_over(self, old: list[dict]) -> None:
-        first_epoch = min(s["epoch"] for s in old)
-        # Start reading where the least advanced old slot stopped: everything before it was read by its owner.
-        start = min((s for s in old if s["epoch"] == first_epoch), key=lambda s: s["next_index"])
-        self._epoch, self._documents_state, self._next_index = first_epoch, start["documents"], start["next_index"]
-        self._read_before = {"slots": len(old), "positions": [(s["epoch"], s["next_index"]) for s in old]}
         built = [e for s in old for e in [*_unpack(s["pending"]), *_unpack(s["buffer"])]]
         self._pending = deque(built[self.slot :: self.slots])
+        first_epoch = min(s["epoch"] for s in old)
+        self._epoch = first_epoch
+        if all(s.get("mode") == "file" for s in old if s["epoch"] == first_epoch):
+            # Each old slot read a prefix of its own files: read every old shard on from there, dealing its
+            # remaining documents among the new slots.
+            self._mode = "carry"
+            self._carry = {
+                "old": [{"epoch": s["epoch"], "documents": s["documents"]} for s in old],
+                "shard": 0,  # the old shard being read
+                "documents": None,  # the position in it after the last document this slot took
+                "next": 0,  # the count (from the old slot's position) of the document after it
+            }
+            return
+        # By document: start reading where the least advanced old slot stopped; everything before it was read.
+        start = min((s for s in old if s["epoch"] == first_epoch), key=lambda s: s["next_index"])
+        self._mode, self._documents_state, self._next_index = "document", start["documents"], start["next_index"]
+        self._read_before = {"slots": len(old), "positions": [(s["epoch"], s["next_index"]) for s in old]}
 
     def _already_read(self, index: int) -> bool:
         if self._read_before is None:
@@ -190,20 +225,12 @@ class ExampleStream(torch.utils.data.IterableDataset):
         builder = ExampleBuilder(self.tokenizer, self.config.max_seq_length, self._rng)
         builder.target_length = self._target_length
         while True:
-            docs = self.documents(self._epoch)
-            if self._documents_state is not None:
-                docs.load_state_dict(self._documents_state)
-            fresh = self._next_index == 0 and self._read_before is None
+            fresh = self._next_index == 0 and self._read_before is None and self._mode != "carry"
             produced = bool(self._pending or self._buffer)
             yield from self._drain(self.config.shuffle_buffer)  # what a resumed state still holds comes first
-            # iter() rather than a for loop over the dataset: datasets would split its files among the dataloader
-            # workers, whereas our slots split documents.
-            for index, row in enumerate(docs.iter(batch_size=1), start=self._next_index):
-                if index % self.slots != self.slot or self._already_read(index):
-                    continue
-                self._pending.extend(builder.document_examples(row["text"][0]))
+            for text in self._own_documents():
+                self._pending.extend(builder.document_examples(text))
                 self._target_length = builder.target_length
-                self._documents_state, self._next_index = docs.state_dict(), index + 1
                 produced = produced or bool(self._pending)
                 yield from self._drain(self.config.shuffle_buffer)
             if fresh and not produced:
@@ -213,10 +240,62 @@ class ExampleStream(torch.utils.data.IterableDataset):
                 )
             yield from self._drain(0)  # end of epoch: empty the buffer before the next pass
             self._epoch += 1
-            self._documents_state, self._next_index = None, 0
+            self._documents_state, self._next_index, self._mode = None, 0, None
             if self._read_before is not None and self._epoch > max(e for e, _ in self._read_before["positions"]):
                 self._read_before = None
+            if self._carry is not None:
+                if self._epoch > max(s["epoch"] for s in self._carry["old"]):
+                    self._carry = None
+                else:
+                    self._mode, self._carry = "carry", {**self._carry, "shard": 0, "documents": None, "next": 0}
             log.info("data: slot %d of %d starts epoch %d", self.slot, self.slots, self._epoch)
+
+    def documents_to_read(self) -> Iterator[str]:
+        """The documents this slot tokenizes in its current epoch, without building examples (for measuring what a
+        slot reads); a slot built by file reads only these, a slot built by document reads every document."""
+        if not self._started:
+            self._start()
+        yield from self._own_documents()
+
+    def _own_documents(self) -> Iterator[str]:
+        """This slot's documents of the epoch, in order, from its position on. The position is updated before a
+        document is handed out: its examples are built before the next yield, so a state taken there is exact."""
+        docs = self.documents(self._epoch)
+        if self._mode is None:
+            self._mode = "file" if shards_by_file(docs.num_shards, self.slots, self.config.shard_files) else "document"
+        if self._mode == "carry":
+            yield from self._carried_documents()
+            return
+        if self._mode == "file":
+            docs = docs.shard(num_shards=self.slots, index=self.slot, contiguous=False)
+        if self._documents_state is not None:
+            docs.load_state_dict(self._documents_state)
+        # iter() rather than a for loop over the dataset: datasets would split its files among the dataloader
+        # workers, whereas the slots split them (or the documents) themselves.
+        for index, row in enumerate(docs.iter(batch_size=1), start=self._next_index):
+            if self._mode == "document" and (index % self.slots != self.slot or self._already_read(index)):
+                continue
+            self._documents_state, self._next_index = docs.state_dict(), index + 1
+            yield row["text"][0]
+
+    def _carried_documents(self) -> Iterator[str]:
+        """An epoch another layout read by file: each old slot's shard from where that slot stopped, its documents
+        dealt among the new slots by their count from there."""
+        carry = self._carry
+        assert carry is not None
+        old = carry["old"]
+        while carry["shard"] < len(old):
+            before = old[carry["shard"]]
+            if before["epoch"] <= self._epoch:  # a slot already past this epoch read all of its shard
+                docs = self.documents(self._epoch).shard(num_shards=len(old), index=carry["shard"], contiguous=False)
+                position = carry["documents"] or (before["documents"] if before["epoch"] == self._epoch else None)
+                if position is not None:
+                    docs.load_state_dict(position)
+                for count, row in enumerate(docs.iter(batch_size=1), start=carry["next"]):
+                    if count % self.slots == self.slot:
+                        carry["documents"], carry["next"] = docs.state_dict(), count + 1
+                        yield row["text"][0]
+            carry["shard"], carry["documents"], carry["next"] = carry["shard"] + 1, None, 0
 
     def _drain(self, keep: int) -> Iterator[Example]:
         """Move pending examples through the shuffle buffer, yielding while it holds more than `keep`."""

@@ -19,7 +19,13 @@ from electra_pretrain.pretrain.prepared import (
     PreparedStream,
 )
 from electra_pretrain.pretrain.sources import documents
-from electra_pretrain.pretrain.stream import ExampleStream, StreamConfig, example_dataloader, make_dataloader
+from electra_pretrain.pretrain.stream import (
+    ExampleStream,
+    StreamConfig,
+    example_dataloader,
+    make_dataloader,
+    shards_by_file,
+)
 from electra_pretrain.tokenizer import load_tokenizer, token_id
 
 
@@ -56,11 +62,20 @@ def training_data(
         loader_settings["pin_memory"] = False  # the unpacked tensors are pinned instead
         return prepared, PreparedLoader(make_dataloader(prepared, None, None, config.seed, **loader_settings), cuda)
     specs, share = data.source_specs(), data.eval_share
+    shard_files = data.shard_files and len(specs) == 1
     stream = ExampleStream(
         lambda epoch: documents(specs, seed=config.seed + epoch, held_out_share=share),
         tokenizer,
-        StreamConfig(data.max_seq_length, data.shuffle_buffer, config.seed),
+        StreamConfig(data.max_seq_length, data.shuffle_buffer, config.seed, shard_files),
         accelerator.process_index,
         accelerator.num_processes,
     )
+    slots, files = accelerator.num_processes * max(1, num_workers), stream.documents(0).num_shards
+    if shards_by_file(files, slots, shard_files):
+        sharding = f"by file: each of the {slots} readers reads only its own of the {files} files"
+    else:
+        why = "a mixture of sources" if len(specs) > 1 else "data.shard_files=false" if not shard_files else ""
+        why = why or f"{files} file(s) for {slots} readers (processes x workers)"
+        sharding = f"by document: every reader reads every document and tokenizes its share ({why})"
+    accelerator.print(f"data sharding: {sharding}")
     return stream, example_dataloader(stream, micro_batch, token_id(tokenizer, "[PAD]"), **loader_settings)

@@ -87,8 +87,10 @@ def bench_data(
     reads = [
         {
             "slots": slots,
-            # every on-the-fly reader reads every document to tokenize its share of them
-            "on_the_fly_bytes_per_slot": corpus_bytes,
+            # by document, every reader reads every document to tokenize its share of them
+            "by_document_bytes_per_slot": corpus_bytes,
+            # by file (as many files as slots at least): measured, the most any slot reads in an epoch
+            "by_file_bytes_per_slot": _most_read_by_file(specs, tokenizer, seq_len, slots),
             # a prepared reader touches its own rows only: an epoch's examples over the slots
             "prepared_bytes_per_slot": manifest.examples * row_bytes / slots,
         }
@@ -116,3 +118,23 @@ def bench_data(
         "threads": torch.get_num_threads(),
         "cpus": os.cpu_count(),
     }
+
+
+def _most_read_by_file(specs: list, tokenizer, seq_len: int, slots: int) -> float | None:
+    """The most text (UTF-8 bytes) any of `slots` slots reads in an epoch when the stream shards by file; None when
+    there are fewer files than slots (the stream then shards by document)."""
+    from electra_pretrain.pretrain.sources import documents
+    from electra_pretrain.pretrain.stream import ExampleStream, StreamConfig, shards_by_file
+
+    if not shards_by_file(documents(specs, seed=0).num_shards, slots, True):
+        return None
+    config = StreamConfig(seq_len, shard_files=True)
+    return max(
+        sum(
+            len(text.encode())
+            for text in ExampleStream(
+                lambda e: documents(specs, seed=e), tokenizer, config, slot, slots
+            ).documents_to_read()
+        )
+        for slot in range(slots)
+    )
