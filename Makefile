@@ -76,7 +76,7 @@ $(DEMO_DATA)/.complete:
 STUDY_OUT ?= runs/study-spam
 STUDY_ARGS ?=
 
-finetune-demo: install spam-data  ## does pretraining pay? RTD and MLM pretraining on the spam training text, then both and random weights fine-tuned with 100 and 300 labels (~35 min on 2 cores; STUDY_ARGS=--full for the whole grid)
+finetune-demo: install spam-data  ## does pretraining pay? RTD and MLM pretraining on the spam training text, then both and random weights fine-tuned with 100 and 300 labels (20 min on 2 cores; STUDY_ARGS=--full for the whole grid)
 	$(BIN)/electra-pretrain study $(STUDY_OUT) task=spam $(STUDY_ARGS)
 
 sotu-eras-data: install data  ## State of the Union passages labelled by era: $(SOTU_ERAS_DATA)/{train,validation,test}.csv (a second task for the study)
