@@ -6,8 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from electra_pretrain.cli.options import add_no_verify
-from electra_pretrain.pretrain.config import DATA_FORMATS, DOCUMENT_BOUNDARIES
+from electra_pretrain.cli.options import add_document_boundary, add_no_verify
+from electra_pretrain.pretrain.config import DATA_FORMATS
 from electra_pretrain.pretrain.plot import X_AXES
 
 
@@ -27,12 +27,7 @@ def add_tokenizer(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--vocab-size", type=int, default=30522, help="tokens in the vocabulary (default 30522)")
     train.add_argument("--out", required=True, help="the folder to write the tokenizer files to")
     train.add_argument("--cased", action="store_true", help="keep case and accents (default: uncased)")
-    train.add_argument(
-        "--document-boundary",
-        default="blank_line",
-        choices=DOCUMENT_BOUNDARIES,
-        help="text files: a blank line ends a document, or one document per line",
-    )
+    add_document_boundary(train)
     train.add_argument("--text-field", default="text", help="json / parquet / csv: the field holding the text")
     train.set_defaults(func=tokenizer_train_command)
 
@@ -71,12 +66,7 @@ def add_prepare(sub: argparse._SubParsersAction) -> None:
         help="documents held out by text hash, kept as held_out.jsonl (the run's data.eval_share)",
     )
     prepare.add_argument("--seed", type=int, default=0, help="seeds the builders (random lengths, segment splits)")
-    prepare.add_argument(
-        "--document-boundary",
-        default="blank_line",
-        choices=DOCUMENT_BOUNDARIES,
-        help="text files: a blank line ends a document, or one document per line",
-    )
+    add_document_boundary(prepare)
     prepare.add_argument("--format", default="auto", choices=DATA_FORMATS, help="the files' format")
     prepare.add_argument("--text-field", default="text", help="json / parquet / csv: the field holding the text")
     prepare.add_argument("--hub", default=None, help="a hub dataset name instead of files (needs network)")
@@ -86,14 +76,12 @@ def add_prepare(sub: argparse._SubParsersAction) -> None:
 
 
 def prepare_command(args: argparse.Namespace) -> None:
-    import os
-
     from electra_pretrain.pretrain.config import SourceSpec
     from electra_pretrain.pretrain.prepare import PrepareSettings, prepare
+    from electra_pretrain.pretrain.stream import usable_cpus
 
     if bool(args.files) == bool(args.hub):
         raise ValueError("prepare: give either files or --hub")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     source = SourceSpec(
         files=args.files,
         hub=args.hub,
@@ -111,7 +99,7 @@ def prepare_command(args: argparse.Namespace) -> None:
         held_out_share=args.held_out_share,
         seed=args.seed,
         shards=args.shards,
-        num_proc=args.num_proc or cores,
+        num_proc=args.num_proc or usable_cpus(),
     )
     manifest = prepare(settings)
     rate = manifest["tokens"] / max(manifest["seconds"], 1e-9)
@@ -193,12 +181,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
         help="evaluate only the documents a run with data.eval_share=S held out",
     )
     evaluate.add_argument("--seq-len", type=int, default=None, help="default: the run's data.max_seq_length, else 128")
-    evaluate.add_argument(
-        "--document-boundary",
-        default=None,
-        choices=DOCUMENT_BOUNDARIES,
-        help="text files (default: the run's, else blank_line)",
-    )
+    add_document_boundary(evaluate, default=None, help="text files (default: the run's, else blank_line)")
     evaluate.add_argument("--format", default=None, choices=DATA_FORMATS, help="default: the run's, else by suffix")
     evaluate.add_argument("--text-field", default=None, help="json / parquet / csv (default: the run's, else text)")
     evaluate.add_argument(

@@ -6,10 +6,11 @@ import argparse
 import json
 from pathlib import Path
 
+from electra_pretrain.cli.options import add_document_boundary
 from electra_pretrain.cli.pretrain_commands import resolve_device
 from electra_pretrain.config_base import MIXED_PRECISIONS
 from electra_pretrain.model_config import PRESETS
-from electra_pretrain.pretrain.config import COMPILE_MODES, DOCUMENT_BOUNDARIES
+from electra_pretrain.pretrain.config import COMPILE_MODES
 from electra_pretrain.tools.study import DEFAULT_LABELS, DEFAULT_LRS, FULL_LABELS
 
 
@@ -25,12 +26,7 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     bench_sub = bench.add_subparsers(dest="target")
     data = bench_sub.add_parser("data", help="tokens/s of the example pipeline")
     data.add_argument("files", nargs="+", help="files, globs or directories")
-    data.add_argument(
-        "--document-boundary",
-        default="blank_line",
-        choices=DOCUMENT_BOUNDARIES,
-        help="text files: a blank line ends a document, or one document per line",
-    )
+    add_document_boundary(data)
     data.add_argument("--tokenizer", default=None, help="tokenizer folder (default: train one on the files)")
     data.add_argument("--vocab-size", type=int, default=30522, help="when a tokenizer is trained (no --tokenizer)")
     data.add_argument("--seq-len", type=int, default=128, help="tokens per example")
@@ -45,12 +41,7 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
         "tokenizer", help="our WordPiece trainer vs tokenizers' WordPieceTrainer: CPU time and peak memory"
     )
     vocabulary.add_argument("files", nargs="+", help="files, globs or directories of text")
-    vocabulary.add_argument(
-        "--document-boundary",
-        default="blank_line",
-        choices=DOCUMENT_BOUNDARIES,
-        help="a blank line ends a document, or one document per line",
-    )
+    add_document_boundary(vocabulary, help="a blank line ends a document, or one document per line")
     vocabulary.add_argument("--vocab-size", type=int, default=30522, help="tokens to learn")
     vocabulary.add_argument("--json", action="store_true", help="print one JSON object")
     vocabulary.set_defaults(func=bench_tokenizer_command)
